@@ -1,0 +1,127 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// config is every setting of `berth serve`. Each field is one option that a
+// YAML file, a BERTH_* environment variable and a flag can set, in that
+// order of precedence (a flag wins).
+type config struct {
+	Addr                string
+	DataDir             string
+	Database            string
+	LogLevel            string
+	LogFormat           string
+	UploadMaxAge        time.Duration
+	UploadPurgeInterval time.Duration
+	ShutdownTimeout     time.Duration
+}
+
+// flags declares the options. A dotted name is a nested key in the YAML file
+// (log.level: under log:) and BERTH_LOG_LEVEL in the environment.
+func (c *config) flags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Addr, "addr", ":5000", "address to serve the registry API on")
+	fs.StringVar(&c.DataDir, "data", "./data", "directory for blobs and uploads (the disk storage driver)")
+	fs.StringVar(&c.Database, "database", "", "SQLite database file for metadata (default <data>/berth.db)")
+	fs.StringVar(&c.LogLevel, "log.level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log.format", "text", "log format: text or json")
+	fs.DurationVar(&c.UploadMaxAge, "uploads.max-age", 24*time.Hour, "reclaim uploads untouched for this long")
+	fs.DurationVar(&c.UploadPurgeInterval, "uploads.purge-interval", 10*time.Minute, "how often to look for abandoned uploads")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long to let requests finish on shutdown")
+}
+
+func envName(flagName string) string {
+	return "BERTH_" + strings.ToUpper(strings.NewReplacer(".", "_", "-", "_").Replace(flagName))
+}
+
+// loadConfig parses args, then fills every option not given as a flag from
+// the environment, then from the YAML file named by --config or BERTH_CONFIG.
+func loadConfig(name string, args []string) (*config, error) {
+	c := &config{}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	c.flags(fs)
+	configFile := fs.String("config", os.Getenv("BERTH_CONFIG"), "YAML configuration file (keys as the flag names, dots nest)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: berth %s [flags]\n\nEvery flag can also be set in the YAML file or as BERTH_<NAME> in the environment,\nfor example --log.level as BERTH_LOG_LEVEL; flags override the environment, which overrides the file.\n\nFlags:\n", name)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	onCommandLine := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { onCommandLine[f.Name] = true })
+
+	fromFile := map[string]string{}
+	if *configFile != "" {
+		b, err := os.ReadFile(*configFile)
+		if err != nil {
+			return nil, err
+		}
+		var doc map[string]any
+		if err := yaml.Unmarshal(b, &doc); err != nil {
+			return nil, fmt.Errorf("%s: %w", *configFile, err)
+		}
+		flatten("", doc, fromFile)
+	}
+	var errs []error
+	keys := make([]string, 0, len(fromFile))
+	for k := range fromFile {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if fs.Lookup(k) == nil || k == "config" {
+			errs = append(errs, fmt.Errorf("%s: unknown option %q", *configFile, k))
+		}
+	}
+	fs.VisitAll(func(f *flag.Flag) {
+		if onCommandLine[f.Name] || f.Name == "config" {
+			return
+		}
+		v, ok := os.LookupEnv(envName(f.Name))
+		src := envName(f.Name)
+		if !ok {
+			v, ok = fromFile[f.Name]
+			src = *configFile + ": " + f.Name
+		}
+		if ok {
+			if err := f.Value.Set(v); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", src, err))
+			}
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if c.Database == "" {
+		c.Database = filepath.Join(c.DataDir, "berth.db")
+	}
+	return c, nil
+}
+
+// flatten turns nested YAML maps into dotted keys: {log: {level: x}} is log.level=x.
+func flatten(prefix string, v any, out map[string]string) {
+	if m, ok := v.(map[string]any); ok {
+		for k, child := range m {
+			if prefix != "" {
+				k = prefix + "." + k
+			}
+			flatten(k, child, out)
+		}
+		return
+	}
+	out[prefix] = fmt.Sprint(v)
+}

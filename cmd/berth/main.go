@@ -1,0 +1,139 @@
+// Command berth is the Berth container registry: `berth serve` runs it.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/berthhq/berth/gc"
+	"github.com/berthhq/berth/metadata"
+	"github.com/berthhq/berth/registry"
+	"github.com/berthhq/berth/storage"
+	"github.com/berthhq/berth/storage/disk"
+)
+
+const usage = `Berth is a container registry.
+
+Usage:
+  berth serve [flags]   run the registry (berth serve --help lists the flags)
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "serve":
+		err = serve(os.Args[2:])
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+		return
+	default:
+		fmt.Fprintf(os.Stderr, "berth: unknown command %q\n\n%s", os.Args[1], usage)
+		os.Exit(2)
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "berth:", err)
+		os.Exit(1)
+	}
+}
+
+func newLogger(c *config) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return nil, fmt.Errorf("log.level: %w", err)
+	}
+	o := &slog.HandlerOptions{Level: level}
+	switch c.LogFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, o)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, o)), nil
+	}
+	return nil, fmt.Errorf("log.format: %q is neither text nor json", c.LogFormat)
+}
+
+// serve runs the registry until SIGINT or SIGTERM, then lets in-flight
+// requests finish.
+func serve(args []string) error {
+	c, err := loadConfig("serve", args)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(c)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	driver, err := disk.New(c.DataDir)
+	if err != nil {
+		return err
+	}
+	store := storage.NewStore(driver)
+	db, err := metadata.Open(ctx, metadata.Options{SQLitePath: c.Database})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+
+	ln, err := net.Listen("tcp", c.Addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           registry.New(registry.Options{Store: store, DB: db, Logger: log}),
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	go purgeUploads(ctx, log, db, store, c)
+
+	log.Info("berth serving", "addr", ln.Addr().String(), "data", c.DataDir, "database", c.Database)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down", "timeout", c.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
+	defer cancel()
+	return srv.Shutdown(sctx)
+}
+
+// purgeUploads reclaims abandoned uploads every purge interval.
+func purgeUploads(ctx context.Context, log *slog.Logger, db *metadata.DB, store *storage.Store, c *config) {
+	t := time.NewTicker(c.UploadPurgeInterval)
+	defer t.Stop()
+	for {
+		rep, err := gc.PurgeUploads(ctx, db, store, time.Now().Add(-c.UploadMaxAge))
+		if err != nil && ctx.Err() == nil {
+			log.Error("purging abandoned uploads", "error", err)
+		}
+		if rep.Sessions+rep.Files > 0 {
+			log.Info("purged abandoned uploads", "sessions", rep.Sessions, "files", rep.Files, "bytes", rep.Bytes)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

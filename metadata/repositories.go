@@ -1,0 +1,58 @@
+package metadata
+
+import (
+	"context"
+	"time"
+)
+
+// EnsureRepository returns the id of the named repository, creating it on
+// first use: repositories come into being when something is pushed to them.
+func (tx *Tx) EnsureRepository(ctx context.Context, name string) (int64, error) {
+	if _, err := tx.tx.ExecContext(ctx,
+		`INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING`,
+		name, tx.now); err != nil {
+		return 0, err
+	}
+	var id int64
+	err := tx.tx.QueryRowContext(ctx, `SELECT id FROM repositories WHERE name = $1`, name).Scan(&id)
+	return id, err
+}
+
+// repositoryID returns the id of an existing repository, or ErrNotFound.
+func (tx *Tx) repositoryID(ctx context.Context, name string) (int64, error) {
+	var id int64
+	err := tx.tx.QueryRowContext(ctx, `SELECT id FROM repositories WHERE name = $1`, name).Scan(&id)
+	return id, noRows(err)
+}
+
+// RepositoryExists reports whether anything was ever pushed to the repository.
+func (db *DB) RepositoryExists(ctx context.Context, name string) (bool, error) {
+	var n int
+	err := db.read.QueryRowContext(ctx, `SELECT count(*) FROM repositories WHERE name = $1`, name).Scan(&n)
+	return n > 0, err
+}
+
+// Repositories returns up to n repository names after last, in lexical order.
+func (db *DB) Repositories(ctx context.Context, last string, n int) ([]string, error) {
+	return db.strings(ctx, `SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2`, last, n)
+}
+
+// strings runs a query whose rows are one text column.
+func (db *DB) strings(ctx context.Context, query string, args ...any) ([]string, error) {
+	rows, err := db.read.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []string{}
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}
+
+func unixTime(ns int64) time.Time { return time.Unix(0, ns).UTC() }

@@ -1,0 +1,98 @@
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"github.com/berthhq/berth/metadata"
+	"github.com/berthhq/berth/oci"
+	"github.com/berthhq/berth/storage"
+)
+
+// apiError is an error with its place in the spec: an HTTP status and an OCI
+// error code. Handlers return one where the code depends on the endpoint
+// (BLOB_UNKNOWN on a blob GET, MANIFEST_BLOB_UNKNOWN on a manifest PUT).
+type apiError struct {
+	Status  int
+	Code    string
+	Message string
+	Detail  any
+	header  http.Header // extra headers, such as Range on a 416
+}
+
+func (e *apiError) Error() string { return e.Code + ": " + e.Message }
+
+func newError(status int, code, message string) *apiError {
+	return &apiError{Status: status, Code: code, Message: message}
+}
+
+// The spec's error codes ("Error Codes" in the distribution spec).
+const (
+	codeBlobUnknown         = "BLOB_UNKNOWN"
+	codeBlobUploadInvalid   = "BLOB_UPLOAD_INVALID"
+	codeBlobUploadUnknown   = "BLOB_UPLOAD_UNKNOWN"
+	codeDigestInvalid       = "DIGEST_INVALID"
+	codeManifestBlobUnknown = "MANIFEST_BLOB_UNKNOWN"
+	codeManifestInvalid     = "MANIFEST_INVALID"
+	codeManifestUnknown     = "MANIFEST_UNKNOWN"
+	codeNameInvalid         = "NAME_INVALID"
+	codeNameUnknown         = "NAME_UNKNOWN"
+	codeSizeInvalid         = "SIZE_INVALID"
+	codeUnauthorized        = "UNAUTHORIZED"
+	codeDenied              = "DENIED"
+	codeUnsupported         = "UNSUPPORTED"
+	codeTooManyRequests     = "TOOMANYREQUESTS"
+	// Not in the spec, but the reference registry's code for a bad n.
+	codePaginationInvalid = "PAGINATION_NUMBER_INVALID"
+)
+
+// toAPIError maps any error to the spec's terms. Sentinels that mean the same
+// thing on every endpoint are mapped here, once; anything unknown is a 500
+// whose details stay in the log.
+func toAPIError(err error) *apiError {
+	var ae *apiError
+	switch {
+	case errors.As(err, &ae):
+		return ae
+	case errors.Is(err, oci.ErrNameInvalid):
+		return newError(http.StatusBadRequest, codeNameInvalid, "invalid repository name")
+	case errors.Is(err, oci.ErrDigestInvalid), errors.Is(err, storage.ErrDigestMismatch):
+		return newError(http.StatusBadRequest, codeDigestInvalid, err.Error())
+	case errors.Is(err, oci.ErrTagInvalid):
+		return newError(http.StatusBadRequest, codeManifestInvalid, "invalid tag")
+	case errors.Is(err, oci.ErrManifestInvalid):
+		return newError(http.StatusBadRequest, codeManifestInvalid, err.Error())
+	case errors.Is(err, metadata.ErrMissingReference):
+		return newError(http.StatusBadRequest, codeManifestBlobUnknown, err.Error())
+	case errors.Is(err, context.Canceled):
+		// The client went away; nobody reads the answer.
+		return newError(499, codeBlobUploadInvalid, "request canceled")
+	}
+	return newError(http.StatusInternalServerError, "UNKNOWN", "internal server error")
+}
+
+// writeError writes the spec's error envelope.
+func writeError(w http.ResponseWriter, r *http.Request, e *apiError) {
+	for k, v := range e.header {
+		w.Header()[k] = v
+	}
+	w.Header().Set("Content-Type", "application/json")
+	status := e.Status
+	if status == 499 {
+		status = http.StatusBadRequest
+	}
+	w.WriteHeader(status)
+	if r.Method == http.MethodHead {
+		return
+	}
+	type item struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+		Detail  any    `json:"detail,omitempty"`
+	}
+	json.NewEncoder(w).Encode(struct {
+		Errors []item `json:"errors"`
+	}{[]item{{e.Code, e.Message, e.Detail}}})
+}

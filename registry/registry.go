@@ -1,0 +1,225 @@
+package registry
+
+import (
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/berthhq/berth/metadata"
+	"github.com/berthhq/berth/oci"
+	"github.com/berthhq/berth/storage"
+)
+
+// Options configure a Registry.
+type Options struct {
+	Store  *storage.Store
+	DB     *metadata.DB
+	Logger *slog.Logger
+}
+
+// Registry serves the OCI distribution API.
+type Registry struct {
+	store   *storage.Store
+	db      *metadata.DB
+	log     *slog.Logger
+	uploads keyedMutex
+	routes  map[routeKey]handlerFunc
+}
+
+type routeKey struct{ endpoint, method string }
+
+// New returns a Registry; mount it at the server's root.
+func New(o Options) *Registry {
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	reg := &Registry{store: o.Store, db: o.DB, log: log}
+	reg.routes = map[routeKey]handlerFunc{
+		{epBase, http.MethodGet}:        reg.base,
+		{epBase, http.MethodHead}:       reg.base,
+		{epCatalog, http.MethodGet}:     reg.catalog,
+		{epBlob, http.MethodGet}:        reg.getBlob,
+		{epBlob, http.MethodHead}:       reg.getBlob,
+		{epBlob, http.MethodDelete}:     reg.deleteBlob,
+		{epUploads, http.MethodPost}:    reg.startUpload,
+		{epUpload, http.MethodGet}:      reg.uploadStatus,
+		{epUpload, http.MethodPatch}:    reg.patchUpload,
+		{epUpload, http.MethodPut}:      reg.finishUpload,
+		{epUpload, http.MethodDelete}:   reg.cancelUpload,
+		{epManifest, http.MethodGet}:    reg.getManifest,
+		{epManifest, http.MethodHead}:   reg.getManifest,
+		{epManifest, http.MethodPut}:    reg.putManifest,
+		{epManifest, http.MethodDelete}: reg.deleteManifest,
+		{epTags, http.MethodGet}:        reg.listTags,
+		{epReferrers, http.MethodGet}:   reg.referrers,
+	}
+	return reg
+}
+
+// route is a parsed /v2/ path: which endpoint, and its parameters.
+type route struct {
+	endpoint string // one of the endpoint constants
+	name     string // repository name, unvalidated
+	arg      string // reference, digest or upload id, unvalidated
+}
+
+const (
+	epBase      = "base"
+	epCatalog   = "catalog"
+	epManifest  = "manifest"
+	epBlob      = "blob"
+	epUploads   = "uploads" // the collection: POST starts an upload
+	epUpload    = "upload"  // one upload session
+	epTags      = "tags"
+	epReferrers = "referrers"
+)
+
+// parseRoute splits a /v2/ path. Repository names contain slashes, so the
+// endpoint is recognised from the end of the path and everything before it
+// is the name; the name is validated by the handler, which lets an invalid
+// name get NAME_INVALID rather than a bare 404.
+func parseRoute(path string) (route, bool) {
+	rest, ok := strings.CutPrefix(path, "/v2/")
+	if !ok {
+		return route{}, path == "/v2"
+	}
+	switch rest {
+	case "":
+		return route{endpoint: epBase}, true
+	case "_catalog":
+		return route{endpoint: epCatalog}, true
+	}
+	seg := strings.Split(rest, "/")
+	n := len(seg)
+	name := func(k int) string { return strings.Join(seg[:n-k], "/") }
+	switch {
+	case n >= 4 && seg[n-3] == "blobs" && seg[n-2] == "uploads" && seg[n-1] == "":
+		return route{epUploads, name(3), ""}, true
+	case n >= 4 && seg[n-3] == "blobs" && seg[n-2] == "uploads":
+		return route{epUpload, name(3), seg[n-1]}, true
+	case n >= 3 && seg[n-2] == "blobs" && seg[n-1] == "uploads":
+		return route{epUploads, name(2), ""}, true
+	case n >= 3 && seg[n-2] == "blobs":
+		return route{epBlob, name(2), seg[n-1]}, true
+	case n >= 3 && seg[n-2] == "manifests":
+		return route{epManifest, name(2), seg[n-1]}, true
+	case n >= 3 && seg[n-2] == "tags" && seg[n-1] == "list":
+		return route{epTags, name(2), ""}, true
+	case n >= 3 && seg[n-2] == "referrers":
+		return route{epReferrers, name(2), seg[n-1]}, true
+	}
+	return route{}, false
+}
+
+type handlerFunc func(w http.ResponseWriter, r *http.Request, rt route) error
+
+// ServeHTTP routes a request, runs its handler, writes any error in the
+// spec's envelope, and logs one line.
+func (reg *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := &recorder{ResponseWriter: w}
+	rec.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+
+	err := reg.dispatch(rec, r)
+	var ae *apiError
+	if err != nil {
+		ae = toAPIError(err)
+		if rec.status == 0 {
+			writeError(rec, r, ae)
+		}
+	}
+
+	attrs := []slog.Attr{
+		slog.String("method", r.Method),
+		slog.String("path", r.URL.Path),
+		slog.Int("status", rec.statusCode()),
+		slog.Int64("bytes_in", max(r.ContentLength, 0)),
+		slog.Int64("bytes_out", rec.written),
+		slog.Duration("duration", time.Since(start)),
+		slog.String("remote", r.RemoteAddr),
+	}
+	level := slog.LevelInfo
+	if ae != nil {
+		attrs = append(attrs, slog.String("code", ae.Code))
+		if ae.Status >= 500 {
+			level = slog.LevelError
+			attrs = append(attrs, slog.String("error", err.Error()))
+		}
+	}
+	reg.log.LogAttrs(r.Context(), level, "request", attrs...)
+}
+
+func (reg *Registry) dispatch(w http.ResponseWriter, r *http.Request) error {
+	rt, ok := parseRoute(r.URL.Path)
+	if !ok {
+		return newError(http.StatusNotFound, codeUnsupported, "no such endpoint")
+	}
+	if rt.endpoint != epBase && rt.endpoint != epCatalog {
+		if err := oci.ValidateName(rt.name); err != nil {
+			return err
+		}
+	}
+	h, ok := reg.routes[routeKey{rt.endpoint, r.Method}]
+	if !ok {
+		return newError(http.StatusMethodNotAllowed, codeUnsupported, r.Method+" is not supported here")
+	}
+	return h(w, r, rt)
+}
+
+// base answers GET /v2/: the API is here, and no credentials are needed.
+//
+// Spec: "Determining support".
+func (reg *Registry) base(w http.ResponseWriter, r *http.Request, _ route) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", "2")
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodGet {
+		w.Write([]byte("{}"))
+	}
+	return nil
+}
+
+// recorder remembers the status and size of a response for the log line.
+type recorder struct {
+	http.ResponseWriter
+	status  int
+	written int64
+}
+
+func (rec *recorder) WriteHeader(code int) {
+	if rec.status == 0 {
+		rec.status = code
+	}
+	rec.ResponseWriter.WriteHeader(code)
+}
+
+func (rec *recorder) Write(p []byte) (int, error) {
+	if rec.status == 0 {
+		rec.status = http.StatusOK
+	}
+	n, err := rec.ResponseWriter.Write(p)
+	rec.written += int64(n)
+	return n, err
+}
+
+// ReadFrom keeps sendfile working for blobs served from disk.
+func (rec *recorder) ReadFrom(r io.Reader) (int64, error) {
+	if rec.status == 0 {
+		rec.status = http.StatusOK
+	}
+	n, err := io.Copy(rec.ResponseWriter, r)
+	rec.written += n
+	return n, err
+}
+
+func (rec *recorder) statusCode() int {
+	if rec.status == 0 {
+		return http.StatusOK
+	}
+	return rec.status
+}
+
+func (rec *recorder) Unwrap() http.ResponseWriter { return rec.ResponseWriter }

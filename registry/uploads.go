@@ -1,0 +1,359 @@
+package registry
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/berthhq/berth/metadata"
+	"github.com/berthhq/berth/oci"
+	"github.com/berthhq/berth/storage"
+)
+
+// startUpload begins a blob upload: a cross-repository mount, a whole blob
+// in one request, or an empty session for PATCH requests to fill.
+//
+// Spec: "Pushing blobs", POST /v2/<name>/blobs/uploads/.
+func (reg *Registry) startUpload(w http.ResponseWriter, r *http.Request, rt route) error {
+	ctx := r.Context()
+	q := r.URL.Query()
+	if q.Has("mount") {
+		d, err := oci.ParseDigest(q.Get("mount"))
+		if err != nil {
+			return err
+		}
+		if from := q.Get("from"); from != "" {
+			if err := oci.ValidateName(from); err != nil {
+				return err
+			}
+			err := reg.db.InTx(ctx, func(tx *metadata.Tx) error {
+				_, err := tx.MountBlob(ctx, rt.name, from, d)
+				return err
+			})
+			if err == nil {
+				blobCreated(w, rt.name, d)
+				return nil
+			}
+			if !errors.Is(err, metadata.ErrNotFound) {
+				return err
+			}
+		}
+		// The source cannot lend the blob: the spec says to fall back to
+		// an ordinary upload session.
+	}
+	if q.Has("digest") {
+		d, err := oci.ParseDigest(q.Get("digest"))
+		if err != nil {
+			return err
+		}
+		return reg.uploadWhole(w, r, rt.name, d)
+	}
+	id := newUploadID()
+	if err := reg.db.InTx(ctx, func(tx *metadata.Tx) error { return tx.CreateUpload(ctx, rt.name, id) }); err != nil {
+		return err
+	}
+	uploadProgress(w, http.StatusAccepted, rt.name, id, 0)
+	return nil
+}
+
+// uploadWhole stores a blob sent in one POST. A blob that is already stored
+// is only hashed, to prove the client has its bytes, and not written again.
+func (reg *Registry) uploadWhole(w http.ResponseWriter, r *http.Request, name string, d oci.Digest) error {
+	ctx := r.Context()
+	body := &bodyReader{r: r.Body}
+	size, err := reg.store.Stat(ctx, d)
+	switch {
+	case err == nil:
+		if _, err := storage.Verify(body, d); err != nil {
+			return body.blame(err)
+		}
+	case errors.Is(err, storage.ErrNotFound):
+		up, err := reg.store.StartUpload(ctx, newUploadID())
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(up, body); err != nil {
+			up.Cancel(ctx)
+			return body.blame(err)
+		}
+		if _, err := up.Commit(ctx, d); err != nil {
+			return err
+		}
+		size = up.Size()
+	default:
+		return err
+	}
+	if err := reg.db.InTx(ctx, func(tx *metadata.Tx) error { return tx.LinkBlob(ctx, name, d, size) }); err != nil {
+		return err
+	}
+	blobCreated(w, name, d)
+	return nil
+}
+
+// uploadStatus reports how many bytes an upload has.
+//
+// Spec: "Pushing a blob in chunks", GET /v2/<name>/blobs/uploads/<reference>.
+func (reg *Registry) uploadStatus(w http.ResponseWriter, r *http.Request, rt route) error {
+	return reg.withUpload(r.Context(), rt, func(u *metadata.UploadRecord) error {
+		uploadProgress(w, http.StatusNoContent, rt.name, u.ID, u.Size)
+		return nil
+	})
+}
+
+// patchUpload appends a chunk to an upload. A chunk must start where the
+// upload ends; one that leaves a gap or overlaps gets 416 and changes nothing.
+//
+// Spec: "Pushing a blob in chunks", PATCH /v2/<name>/blobs/uploads/<reference>.
+func (reg *Registry) patchUpload(w http.ResponseWriter, r *http.Request, rt route) error {
+	ctx := r.Context()
+	return reg.withUpload(ctx, rt, func(u *metadata.UploadRecord) error {
+		up, err := reg.appendChunk(r, rt.name, u)
+		if err != nil {
+			return err
+		}
+		st, err := up.State()
+		up.Close()
+		if err != nil {
+			return err
+		}
+		err = reg.db.InTx(ctx, func(tx *metadata.Tx) error { return tx.SaveUpload(ctx, u.ID, u.Size, st.Size, st.Hash) })
+		if errors.Is(err, metadata.ErrConflict) {
+			return rangeError(rt.name, u.ID, u.Size, "the upload changed during this request")
+		}
+		if err != nil {
+			return err
+		}
+		uploadProgress(w, http.StatusAccepted, rt.name, u.ID, st.Size)
+		return nil
+	})
+}
+
+// finishUpload appends an optional last chunk, verifies the digest and
+// publishes the blob.
+//
+// Spec: "Pushing a blob in chunks", PUT /v2/<name>/blobs/uploads/<reference>?digest=<digest>.
+func (reg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, rt route) error {
+	ctx := r.Context()
+	d, err := oci.ParseDigest(r.URL.Query().Get("digest"))
+	if err != nil {
+		return err
+	}
+	return reg.withUpload(ctx, rt, func(u *metadata.UploadRecord) error {
+		up, err := reg.appendChunk(r, rt.name, u)
+		if err != nil {
+			return err
+		}
+		size := up.Size()
+		_, err = up.Commit(ctx, d)
+		if err != nil {
+			// Commit discarded the bytes; the session is over too.
+			derr := reg.db.InTx(ctx, func(tx *metadata.Tx) error { return tx.DeleteUpload(ctx, u.ID) })
+			return errors.Join(err, derr)
+		}
+		err = reg.db.InTx(ctx, func(tx *metadata.Tx) error {
+			if err := tx.LinkBlob(ctx, rt.name, d, size); err != nil {
+				return err
+			}
+			return tx.DeleteUpload(ctx, u.ID)
+		})
+		if err != nil {
+			return err
+		}
+		blobCreated(w, rt.name, d)
+		return nil
+	})
+}
+
+// cancelUpload abandons an upload and frees its bytes.
+//
+// Spec: "Deleting an upload", DELETE /v2/<name>/blobs/uploads/<reference>.
+func (reg *Registry) cancelUpload(w http.ResponseWriter, r *http.Request, rt route) error {
+	ctx := r.Context()
+	return reg.withUpload(ctx, rt, func(u *metadata.UploadRecord) error {
+		if err := reg.db.InTx(ctx, func(tx *metadata.Tx) error { return tx.DeleteUpload(ctx, u.ID) }); err != nil {
+			return err
+		}
+		if err := reg.store.CancelUpload(ctx, u.ID); err != nil {
+			return err
+		}
+		w.Header().Set("Content-Length", "0")
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	})
+}
+
+// appendChunk checks the request's Content-Range against the upload and
+// writes the body after the upload's bytes. The caller owns the returned
+// upload; the metadata is not yet updated.
+func (reg *Registry) appendChunk(r *http.Request, name string, u *metadata.UploadRecord) (*storage.Upload, error) {
+	want := int64(-1)
+	if cr := r.Header.Get("Content-Range"); cr != "" {
+		start, end, err := parseContentRange(cr)
+		if err != nil {
+			return nil, newError(http.StatusBadRequest, codeBlobUploadInvalid, err.Error())
+		}
+		if start != u.Size {
+			return nil, rangeError(name, u.ID, u.Size, fmt.Sprintf("chunk starts at %d, the upload has %d bytes", start, u.Size))
+		}
+		want = end - start + 1
+		if r.ContentLength >= 0 && r.ContentLength != want {
+			return nil, newError(http.StatusBadRequest, codeSizeInvalid,
+				fmt.Sprintf("Content-Length %d does not match Content-Range %s", r.ContentLength, cr))
+		}
+	}
+	ctx := r.Context()
+	up, err := reg.store.ResumeUpload(ctx, u.ID, storage.UploadState{Size: u.Size, Hash: u.HashState})
+	if errors.Is(err, storage.ErrInvalidOffset) {
+		return nil, newError(http.StatusBadRequest, codeBlobUploadInvalid, "the upload's stored bytes are incomplete; start again")
+	}
+	if err != nil {
+		return nil, err
+	}
+	body := &bodyReader{r: r.Body}
+	n, err := io.Copy(up, body)
+	if err == nil && want >= 0 && n != want {
+		err = newError(http.StatusBadRequest, codeSizeInvalid, fmt.Sprintf("body has %d bytes, Content-Range says %d", n, want))
+	}
+	if err != nil {
+		// Bytes past the recorded size are dropped when the upload resumes.
+		up.Close()
+		return nil, body.blame(err)
+	}
+	return up, nil
+}
+
+// withUpload loads an upload session and runs fn while holding the
+// session's lock, so requests on one upload never interleave their bytes.
+func (reg *Registry) withUpload(ctx context.Context, rt route, fn func(*metadata.UploadRecord) error) error {
+	unknown := newError(http.StatusNotFound, codeBlobUploadUnknown, "upload unknown to repository")
+	if !uploadIDRE.MatchString(rt.arg) {
+		return unknown
+	}
+	unlock := reg.uploads.lock(rt.arg)
+	defer unlock()
+	u, err := reg.db.Upload(ctx, rt.name, rt.arg)
+	if errors.Is(err, metadata.ErrNotFound) {
+		return unknown
+	}
+	if err != nil {
+		return err
+	}
+	return fn(u)
+}
+
+// uploadProgress answers a request that leaves an upload open.
+func uploadProgress(w http.ResponseWriter, status int, name, id string, size int64) {
+	h := w.Header()
+	h.Set("Location", "/v2/"+name+"/blobs/uploads/"+id)
+	h.Set("Docker-Upload-UUID", id)
+	h.Set("Range", uploadRange(size))
+	h.Set("Content-Length", "0")
+	w.WriteHeader(status)
+}
+
+// uploadRange is the Range header for an upload of size bytes: the inclusive
+// range it holds, "0-0" when empty, as clients expect.
+func uploadRange(size int64) string {
+	return "0-" + strconv.FormatInt(max(size-1, 0), 10)
+}
+
+func rangeError(name, id string, size int64, msg string) *apiError {
+	e := newError(http.StatusRequestedRangeNotSatisfiable, codeBlobUploadInvalid, msg)
+	e.header = http.Header{
+		"Location":           {"/v2/" + name + "/blobs/uploads/" + id},
+		"Range":              {uploadRange(size)},
+		"Docker-Upload-Uuid": {id},
+	}
+	return e
+}
+
+// parseContentRange reads a chunk's Content-Range: "<start>-<end>",
+// inclusive, optionally prefixed by "bytes " or "bytes=" as some clients send.
+func parseContentRange(s string) (start, end int64, err error) {
+	s = strings.TrimPrefix(strings.TrimPrefix(s, "bytes"), " ")
+	s = strings.TrimPrefix(s, "=")
+	a, b, ok := strings.Cut(s, "-")
+	if ok {
+		start, err = strconv.ParseInt(a, 10, 64)
+	}
+	if ok && err == nil {
+		end, err = strconv.ParseInt(b, 10, 64)
+	}
+	if !ok || err != nil || start < 0 || end < start || a[0] == '+' || b[0] == '+' {
+		return 0, 0, fmt.Errorf("invalid Content-Range %q", s)
+	}
+	return start, end, nil
+}
+
+var uploadIDRE = regexp.MustCompile(`^[0-9a-f]{32}$`)
+
+func newUploadID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// bodyReader remembers a failure to read the request body, so an upload
+// that fails can blame the client (400) or the server (500) correctly.
+type bodyReader struct {
+	r   io.Reader
+	err error
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF {
+		b.err = err
+	}
+	return n, err
+}
+
+func (b *bodyReader) blame(err error) error {
+	var ae *apiError
+	if b.err != nil && !errors.As(err, &ae) && !errors.Is(err, storage.ErrDigestMismatch) {
+		return newError(http.StatusBadRequest, codeBlobUploadInvalid, "reading the request body: "+b.err.Error())
+	}
+	return err
+}
+
+// keyedMutex holds one lock per key, created on demand and dropped when free.
+type keyedMutex struct {
+	mu    sync.Mutex
+	locks map[string]*refMutex
+}
+
+type refMutex struct {
+	sync.Mutex
+	refs int
+}
+
+func (k *keyedMutex) lock(key string) (unlock func()) {
+	k.mu.Lock()
+	if k.locks == nil {
+		k.locks = map[string]*refMutex{}
+	}
+	m := k.locks[key]
+	if m == nil {
+		m = &refMutex{}
+		k.locks[key] = m
+	}
+	m.refs++
+	k.mu.Unlock()
+	m.Lock()
+	return func() {
+		m.Unlock()
+		k.mu.Lock()
+		if m.refs--; m.refs == 0 {
+			delete(k.locks, key)
+		}
+		k.mu.Unlock()
+	}
+}

@@ -1,0 +1,225 @@
+package disk
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"github.com/berthhq/berth/storage"
+)
+
+// Driver stores objects as files under a root directory.
+type Driver struct {
+	root string
+}
+
+var _ storage.Driver = (*Driver)(nil)
+
+// New returns a driver rooted at dir, creating it if needed.
+func New(dir string) (*Driver, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("disk: %w", err)
+	}
+	return &Driver{root: dir}, nil
+}
+
+// path maps a key to a file name, refusing keys that would escape the root.
+func (d *Driver) path(key string) (string, error) {
+	if key == "" || path.IsAbs(key) || path.Clean(key) != key || strings.HasPrefix(key, "../") || key == ".." {
+		return "", fmt.Errorf("disk: invalid key %q", key)
+	}
+	return filepath.Join(d.root, filepath.FromSlash(key)), nil
+}
+
+func notFound(err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		return storage.ErrNotFound
+	}
+	return err
+}
+
+// Stat returns the size of the file at key.
+func (d *Driver) Stat(_ context.Context, key string) (int64, error) {
+	p, err := d.path(key)
+	if err != nil {
+		return 0, err
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		return 0, notFound(err)
+	}
+	if !fi.Mode().IsRegular() {
+		return 0, storage.ErrNotFound
+	}
+	return fi.Size(), nil
+}
+
+// Open returns the file at key. It is an *os.File, so serving it over HTTP
+// can use sendfile.
+func (d *Driver) Open(_ context.Context, key string) (io.ReadSeekCloser, error) {
+	p, err := d.path(key)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, notFound(err)
+	}
+	return f, nil
+}
+
+// Writer opens the file at key for writing from offset.
+func (d *Driver) Writer(_ context.Context, key string, offset int64) (storage.Writer, error) {
+	p, err := d.path(key)
+	if err != nil {
+		return nil, err
+	}
+	if offset < 0 {
+		return nil, storage.ErrInvalidOffset
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return nil, err
+	}
+	flags := os.O_WRONLY | os.O_CREATE
+	if offset == 0 {
+		flags |= os.O_TRUNC
+	}
+	f, err := os.OpenFile(p, flags, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err == nil && fi.Size() < offset {
+		err = storage.ErrInvalidOffset
+	}
+	if err == nil && fi.Size() > offset {
+		err = f.Truncate(offset)
+	}
+	if err == nil {
+		_, err = f.Seek(offset, io.SeekStart)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &writer{f: f, size: offset}, nil
+}
+
+// Move renames from to to, creating the destination's directory.
+func (d *Driver) Move(_ context.Context, from, to string) error {
+	src, err := d.path(from)
+	if err != nil {
+		return err
+	}
+	dst, err := d.path(to)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	return notFound(os.Rename(src, dst))
+}
+
+// Delete removes the file at key.
+func (d *Driver) Delete(_ context.Context, key string) error {
+	p, err := d.path(key)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// List walks the files whose keys start with prefix.
+func (d *Driver) List(ctx context.Context, prefix string, fn func(storage.Object) error) error {
+	// Walk from the deepest directory the prefix names, then filter by the
+	// remaining partial name.
+	dir := path.Dir(prefix + "x")
+	start := d.root
+	if dir != "." {
+		var err error
+		if start, err = d.path(dir); err != nil {
+			return err
+		}
+	}
+	err := filepath.WalkDir(start, func(p string, e fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if !e.Type().IsRegular() {
+			return nil
+		}
+		rel, err := filepath.Rel(d.root, p)
+		if err != nil {
+			return err
+		}
+		key := filepath.ToSlash(rel)
+		if !strings.HasPrefix(key, prefix) {
+			return nil
+		}
+		fi, err := e.Info()
+		if err != nil {
+			return notFound(err)
+		}
+		return fn(storage.Object{Key: key, Size: fi.Size(), ModTime: fi.ModTime()})
+	})
+	return err
+}
+
+type writer struct {
+	f    *os.File
+	size int64
+	done bool
+}
+
+func (w *writer) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	w.size += int64(n)
+	return n, err
+}
+
+func (w *writer) Size() int64 { return w.size }
+
+func (w *writer) Commit(context.Context) error {
+	if w.done {
+		return nil
+	}
+	w.done = true
+	if err := w.f.Sync(); err != nil {
+		w.f.Close()
+		return err
+	}
+	return w.f.Close()
+}
+
+func (w *writer) Close() error {
+	if w.done {
+		return nil
+	}
+	w.done = true
+	return w.f.Close()
+}
+
+func (w *writer) Cancel(context.Context) error {
+	name := w.f.Name()
+	w.Close()
+	if err := os.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}

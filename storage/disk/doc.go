@@ -1,0 +1,4 @@
+// Package disk is the storage driver for a local filesystem: an object is a
+// file under the root directory, a Move is a rename(2), and a Commit is an
+// fsync, so a committed object survives a crash of the machine.
+package disk

@@ -1,0 +1,66 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+)
+
+// Errors a Driver returns; callers test for them with errors.Is.
+var (
+	// ErrNotFound: no object under that key.
+	ErrNotFound = errors.New("storage: not found")
+	// ErrInvalidOffset: a writer was asked to resume past the end of what was stored.
+	ErrInvalidOffset = errors.New("storage: invalid offset")
+)
+
+// Driver is a backend that stores objects under slash-separated keys such as
+// "blobs/sha256/ab/ab12…". It is the whole contract between the Store and a
+// backend; storagetest.Run checks that an implementation keeps it.
+//
+// Move publishes an object atomically, so a reader of a moved key never sees
+// a partial object. Before Commit a Writer's bytes are reachable only by
+// resuming it with Writer; whether Stat or List also see them depends on the
+// backend, and the Store never relies on either. Every method is safe for concurrent use;
+// concurrent writers to one key are the caller's to prevent (the Store gives
+// each upload its own key).
+type Driver interface {
+	// Stat returns the size of the object at key, or ErrNotFound.
+	Stat(ctx context.Context, key string) (int64, error)
+	// Open returns a reader of the object at key, or ErrNotFound.
+	Open(ctx context.Context, key string) (io.ReadSeekCloser, error)
+	// Writer opens key for writing from offset. Offset 0 starts afresh; a
+	// larger offset resumes an earlier writer's bytes, dropping any stored
+	// past offset, or fails with ErrInvalidOffset if fewer bytes were stored.
+	Writer(ctx context.Context, key string, offset int64) (Writer, error)
+	// Move atomically replaces the object at to with the one at from.
+	Move(ctx context.Context, from, to string) error
+	// Delete removes the object at key; deleting a missing key is not an error.
+	Delete(ctx context.Context, key string) error
+	// List calls fn for every object whose key starts with prefix, in no
+	// particular order, and stops at fn's first error.
+	List(ctx context.Context, prefix string, fn func(Object) error) error
+}
+
+// Writer receives an object's bytes.
+type Writer interface {
+	io.Writer
+	// Size is the number of bytes stored so far, including those written
+	// before a resume.
+	Size() int64
+	// Commit makes what was written durable and readable under the key.
+	Commit(ctx context.Context) error
+	// Close releases the writer, keeping what was written so far for a later
+	// resume. Calling Close after Commit is allowed and does nothing.
+	Close() error
+	// Cancel discards the writer and everything written under its key.
+	Cancel(ctx context.Context) error
+}
+
+// Object is an entry seen by List.
+type Object struct {
+	Key     string
+	Size    int64
+	ModTime time.Time
+}

@@ -1,0 +1,186 @@
+package storage
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+
+	"github.com/berthhq/berth/oci"
+)
+
+// ErrDigestMismatch: an upload's bytes do not hash to the digest the client claimed.
+var ErrDigestMismatch = errors.New("storage: digest mismatch")
+
+// Store keeps content-addressed blobs and their uploads over a Driver.
+type Store struct {
+	d Driver
+}
+
+// NewStore returns a Store over d.
+func NewStore(d Driver) *Store { return &Store{d: d} }
+
+// BlobKey is where the blob with digest d lives: blobs/<alg>/<first two hex>/<hex>.
+func BlobKey(d oci.Digest) string {
+	hex := d.Encoded()
+	return fmt.Sprintf("blobs/%s/%s/%s", d.Algorithm(), hex[:2], hex)
+}
+
+// UploadsPrefix starts the key of every upload's bytes.
+const UploadsPrefix = "uploads/"
+
+func uploadKey(id string) string { return UploadsPrefix + id }
+
+// ListUploads calls fn for the bytes of every upload in storage.
+func (s *Store) ListUploads(ctx context.Context, fn func(Object) error) error {
+	return s.d.List(ctx, UploadsPrefix, fn)
+}
+
+// Stat returns the size of a stored blob, or ErrNotFound.
+func (s *Store) Stat(ctx context.Context, d oci.Digest) (int64, error) {
+	return s.d.Stat(ctx, BlobKey(d))
+}
+
+// Open returns a reader of a stored blob, or ErrNotFound.
+func (s *Store) Open(ctx context.Context, d oci.Digest) (io.ReadSeekCloser, error) {
+	return s.d.Open(ctx, BlobKey(d))
+}
+
+// Delete removes a blob's bytes. Metadata must have forgotten it first.
+func (s *Store) Delete(ctx context.Context, d oci.Digest) error {
+	return s.d.Delete(ctx, BlobKey(d))
+}
+
+// UploadState is what a later request, or another process, needs to continue
+// an upload: how many bytes it has and the sha256 state after them.
+type UploadState struct {
+	Size int64
+	Hash []byte
+}
+
+// Upload is a blob being written. It is not safe for concurrent use; the
+// registry serialises requests on one upload.
+type Upload struct {
+	s  *Store
+	id string
+	w  Writer
+	h  hash.Hash
+}
+
+// StartUpload begins an empty upload under id.
+func (s *Store) StartUpload(ctx context.Context, id string) (*Upload, error) {
+	w, err := s.d.Writer(ctx, uploadKey(id), 0)
+	if err != nil {
+		return nil, err
+	}
+	return &Upload{s: s, id: id, w: w, h: sha256.New()}, nil
+}
+
+// ResumeUpload continues the upload id from a state returned by Upload.State.
+func (s *Store) ResumeUpload(ctx context.Context, id string, st UploadState) (*Upload, error) {
+	h := sha256.New()
+	if st.Size > 0 {
+		if err := h.(encoding.BinaryUnmarshaler).UnmarshalBinary(st.Hash); err != nil {
+			return nil, fmt.Errorf("storage: upload %s: hash state: %w", id, err)
+		}
+	}
+	w, err := s.d.Writer(ctx, uploadKey(id), st.Size)
+	if err != nil {
+		return nil, err
+	}
+	return &Upload{s: s, id: id, w: w, h: h}, nil
+}
+
+// CancelUpload discards the bytes of upload id.
+func (s *Store) CancelUpload(ctx context.Context, id string) error {
+	return s.d.Delete(ctx, uploadKey(id))
+}
+
+// Write appends p to the upload.
+func (u *Upload) Write(p []byte) (int, error) {
+	n, err := u.w.Write(p)
+	u.h.Write(p[:n])
+	return n, err
+}
+
+// Size is the number of bytes uploaded so far.
+func (u *Upload) Size() int64 { return u.w.Size() }
+
+// State returns what ResumeUpload needs to continue after the bytes written so far.
+func (u *Upload) State() (UploadState, error) {
+	b, err := u.h.(encoding.BinaryMarshaler).MarshalBinary()
+	return UploadState{Size: u.w.Size(), Hash: b}, err
+}
+
+// Close ends this request's part of the upload, keeping its bytes for a resume.
+func (u *Upload) Close() error { return u.w.Close() }
+
+// Cancel discards the upload and its bytes.
+func (u *Upload) Cancel(ctx context.Context) error { return u.w.Cancel(ctx) }
+
+// Commit verifies that the uploaded bytes hash to want and publishes them as
+// that blob. If the blob already exists its bytes are not written again: the
+// upload is discarded (that is deduplication) and created is false. On a
+// mismatch the upload is discarded and ErrDigestMismatch returned; either
+// way the upload is finished.
+func (u *Upload) Commit(ctx context.Context, want oci.Digest) (created bool, err error) {
+	if err := u.w.Commit(ctx); err != nil {
+		u.w.Cancel(ctx)
+		return false, err
+	}
+	key := uploadKey(u.id)
+	got, err := u.digest(ctx, want.Algorithm())
+	if err == nil && got != want {
+		err = ErrDigestMismatch
+	}
+	if err == nil {
+		if _, err = u.s.Stat(ctx, want); err == nil {
+			return false, u.s.d.Delete(ctx, key)
+		}
+		if errors.Is(err, ErrNotFound) {
+			if err = u.s.d.Move(ctx, key, BlobKey(want)); err == nil {
+				return true, nil
+			}
+		}
+	}
+	if derr := u.s.d.Delete(ctx, key); derr != nil {
+		err = errors.Join(err, derr)
+	}
+	return false, err
+}
+
+// digest returns the digest of the committed upload under alg. The running
+// hash is sha256; other algorithms (sha512) re-read the bytes.
+func (u *Upload) digest(ctx context.Context, alg oci.Algorithm) (oci.Digest, error) {
+	if alg == oci.SHA256 {
+		return oci.DigestOf(alg, u.h), nil
+	}
+	r, err := u.s.d.Open(ctx, uploadKey(u.id))
+	if err != nil {
+		return "", err
+	}
+	defer r.Close()
+	h := oci.NewHash(alg)
+	if _, err := io.Copy(h, r); err != nil {
+		return "", err
+	}
+	return oci.DigestOf(alg, h), nil
+}
+
+// Verify reads r to its end and reports whether its bytes hash to want,
+// without storing anything: an upload of a blob that already exists needs
+// proof that the client has the bytes, not another copy of them.
+func Verify(r io.Reader, want oci.Digest) (int64, error) {
+	h := oci.NewHash(want.Algorithm())
+	n, err := io.Copy(h, r)
+	if err != nil {
+		return n, err
+	}
+	if oci.DigestOf(want.Algorithm(), h) != want {
+		return n, ErrDigestMismatch
+	}
+	return n, nil
+}
