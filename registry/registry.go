@@ -82,9 +82,12 @@ const (
 // is the name; the name is validated by the handler, which lets an invalid
 // name get NAME_INVALID rather than a bare 404.
 func parseRoute(path string) (route, bool) {
+	if path == "/v2" {
+		return route{endpoint: epBase}, true
+	}
 	rest, ok := strings.CutPrefix(path, "/v2/")
 	if !ok {
-		return route{}, path == "/v2"
+		return route{}, false
 	}
 	switch rest {
 	case "":

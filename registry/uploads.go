@@ -223,8 +223,9 @@ func (reg *Registry) appendChunk(r *http.Request, name string, u *metadata.Uploa
 		err = newError(http.StatusBadRequest, codeSizeInvalid, fmt.Sprintf("body has %d bytes, Content-Range says %d", n, want))
 	}
 	if err != nil {
-		// Bytes past the recorded size are dropped when the upload resumes.
-		up.Close()
+		if derr := up.Discard(ctx); derr != nil {
+			reg.log.WarnContext(ctx, "discarding a failed chunk", "upload", u.ID, "error", derr)
+		}
 		return nil, body.blame(err)
 	}
 	return up, nil

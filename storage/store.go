@@ -64,10 +64,11 @@ type UploadState struct {
 // Upload is a blob being written. It is not safe for concurrent use; the
 // registry serialises requests on one upload.
 type Upload struct {
-	s  *Store
-	id string
-	w  Writer
-	h  hash.Hash
+	s     *Store
+	id    string
+	w     Writer
+	h     hash.Hash
+	start UploadState // where this writer began, for Discard
 }
 
 // StartUpload begins an empty upload under id.
@@ -91,7 +92,7 @@ func (s *Store) ResumeUpload(ctx context.Context, id string, st UploadState) (*U
 	if err != nil {
 		return nil, err
 	}
-	return &Upload{s: s, id: id, w: w, h: h}, nil
+	return &Upload{s: s, id: id, w: w, h: h, start: st}, nil
 }
 
 // CancelUpload discards the bytes of upload id.
@@ -117,6 +118,19 @@ func (u *Upload) State() (UploadState, error) {
 
 // Close ends this request's part of the upload, keeping its bytes for a resume.
 func (u *Upload) Close() error { return u.w.Close() }
+
+// Discard drops the bytes written since the upload was started or resumed,
+// keeping those before, so a failed request leaves the upload as it found it.
+func (u *Upload) Discard(ctx context.Context) error {
+	if err := u.w.Close(); err != nil {
+		return err
+	}
+	w, err := u.s.d.Writer(ctx, uploadKey(u.id), u.start.Size)
+	if err != nil {
+		return err
+	}
+	return w.Close()
+}
 
 // Cancel discards the upload and its bytes.
 func (u *Upload) Cancel(ctx context.Context) error { return u.w.Cancel(ctx) }

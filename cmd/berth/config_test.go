@@ -1,0 +1,56 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestConfigPrecedence(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "berth.yaml")
+	os.WriteFile(file, []byte("addr: \":7000\"\ndata: /srv/berth\nlog:\n  level: warn\n  format: json\nuploads:\n  max-age: 2h\n"), 0o644)
+	t.Setenv("BERTH_LOG_LEVEL", "debug")
+	t.Setenv("BERTH_UPLOADS_PURGE_INTERVAL", "1m")
+
+	c, err := loadConfig("serve", []string{"--config", file, "--addr", "127.0.0.1:7001"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := config{
+		Addr:                "127.0.0.1:7001",                        // flag beats file
+		DataDir:             "/srv/berth",                            // file beats default
+		Database:            filepath.Join("/srv/berth", "berth.db"), // derived
+		LogLevel:            "debug",                                 // environment beats file
+		LogFormat:           "json",
+		UploadMaxAge:        2 * time.Hour,
+		UploadPurgeInterval: time.Minute,
+		ShutdownTimeout:     30 * time.Second,
+	}
+	if *c != want {
+		t.Fatalf("got  %+v\nwant %+v", *c, want)
+	}
+}
+
+func TestConfigDefaults(t *testing.T) {
+	c, err := loadConfig("serve", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Addr != ":5000" || c.DataDir != "./data" || c.Database != filepath.Join("data", "berth.db") {
+		t.Fatalf("defaults: %+v", *c)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "berth.yaml")
+	os.WriteFile(file, []byte("adr: \":7000\"\n"), 0o644)
+	if _, err := loadConfig("serve", []string{"--config", file}); err == nil || !strings.Contains(err.Error(), `unknown option "adr"`) {
+		t.Fatalf("misspelt key: %v", err)
+	}
+	t.Setenv("BERTH_UPLOADS_MAX_AGE", "soon")
+	if _, err := loadConfig("serve", nil); err == nil || !strings.Contains(err.Error(), "BERTH_UPLOADS_MAX_AGE") {
+		t.Fatalf("bad environment value: %v", err)
+	}
+}

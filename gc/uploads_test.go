@@ -1,0 +1,75 @@
+package gc
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/berthhq/berth/metadata"
+	"github.com/berthhq/berth/storage"
+	"github.com/berthhq/berth/storage/disk"
+)
+
+func TestPurgeUploads(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	// Sessions and staging files are judged by one cutoff against their own
+	// clocks (metadata rows, file times): make the old ones three hours old.
+	old := time.Now().Add(-3 * time.Hour)
+	now := old
+	clock := func() time.Time { return now }
+	db, err := metadata.Open(ctx, metadata.Options{SQLitePath: filepath.Join(dir, "m.db"), Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	d, err := disk.New(filepath.Join(dir, "data"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := storage.NewStore(d)
+
+	// An abandoned session with bytes, a fresh session, and a staging file
+	// with no session (a one-request upload cut short by a crash).
+	write := func(id string) {
+		up, err := store.StartUpload(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		up.Write([]byte("12345"))
+		up.Close()
+	}
+	session := func(id string) {
+		if err := db.InTx(ctx, func(tx *metadata.Tx) error { return tx.CreateUpload(ctx, "app", id) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	session("abandoned")
+	write("abandoned")
+	write("orphan")
+	now = time.Now()
+	session("fresh")
+	write("fresh")
+	for _, id := range []string{"abandoned", "orphan"} {
+		os.Chtimes(filepath.Join(dir, "data", "uploads", id), old, old)
+	}
+
+	rep, err := PurgeUploads(ctx, db, store, time.Now().Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep != (UploadReport{Sessions: 1, Files: 2, Bytes: 10}) {
+		t.Fatalf("purged %+v, want 1 session and 2 files of 10 bytes", rep)
+	}
+	if ok, _ := db.UploadExists(ctx, "abandoned"); ok {
+		t.Fatal("the abandoned session is still recorded")
+	}
+	if ok, _ := db.UploadExists(ctx, "fresh"); !ok {
+		t.Fatal("the fresh session was purged")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data", "uploads", "fresh")); err != nil {
+		t.Fatal("the fresh upload's bytes were purged")
+	}
+}
