@@ -145,8 +145,8 @@ func (db *DB) InTx(ctx context.Context, fn func(*Tx) error) error {
 	if err != nil {
 		return fmt.Errorf("metadata: begin: %w", err)
 	}
+	defer sqlTx.Rollback() // after Commit this does nothing; after a panic it frees the write connection
 	if err := fn(&Tx{tx: sqlTx, now: db.now().UnixNano()}); err != nil {
-		sqlTx.Rollback()
 		return err
 	}
 	if err := sqlTx.Commit(); err != nil {

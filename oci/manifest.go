@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"mime"
 
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
@@ -91,7 +92,8 @@ func ParseManifest(contentType string, payload []byte) (*Manifest, error) {
 	if err := dec.Decode(&w); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrManifestInvalid, err)
 	}
-	if dec.More() {
+	// More() misses a stray '}' or ']'; anything but EOF after the document is trailing data.
+	if _, err := dec.Token(); err != io.EOF {
 		return nil, fmt.Errorf("%w: trailing data after the JSON document", ErrManifestInvalid)
 	}
 	mt, err := manifestMediaType(contentType, w.MediaType)

@@ -146,7 +146,12 @@ func (u *Upload) Commit(ctx context.Context, want oci.Digest) (created bool, err
 		return false, err
 	}
 	key := uploadKey(u.id)
-	got, err := u.digest(ctx, want.Algorithm())
+	// An unaccepted algorithm would be hashed as sha256 by oci.NewHash; refuse it first.
+	_, err = oci.ParseDigest(string(want))
+	var got oci.Digest
+	if err == nil {
+		got, err = u.digest(ctx, want.Algorithm())
+	}
 	if err == nil && got != want {
 		err = ErrDigestMismatch
 	}
@@ -188,6 +193,9 @@ func (u *Upload) digest(ctx context.Context, alg oci.Algorithm) (oci.Digest, err
 // without storing anything: an upload of a blob that already exists needs
 // proof that the client has the bytes, not another copy of them.
 func Verify(r io.Reader, want oci.Digest) (int64, error) {
+	if _, err := oci.ParseDigest(string(want)); err != nil {
+		return 0, err
+	}
 	h := oci.NewHash(want.Algorithm())
 	n, err := io.Copy(h, r)
 	if err != nil {

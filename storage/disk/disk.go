@@ -31,7 +31,7 @@ func New(dir string) (*Driver, error) {
 
 // path maps a key to a file name, refusing keys that would escape the root.
 func (d *Driver) path(key string) (string, error) {
-	if key == "" || path.IsAbs(key) || path.Clean(key) != key || strings.HasPrefix(key, "../") || key == ".." {
+	if key == "" || path.IsAbs(key) || path.Clean(key) != key || strings.HasPrefix(key, "../") || key == ".." || key == "." {
 		return "", fmt.Errorf("disk: invalid key %q", key)
 	}
 	return filepath.Join(d.root, filepath.FromSlash(key)), nil
@@ -71,6 +71,10 @@ func (d *Driver) Open(_ context.Context, key string) (io.ReadSeekCloser, error) 
 	if err != nil {
 		return nil, notFound(err)
 	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, storage.ErrNotFound // a directory is a prefix of keys, not an object
+	}
 	return f, nil
 }
 
@@ -86,11 +90,14 @@ func (d *Driver) Writer(_ context.Context, key string, offset int64) (storage.Wr
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return nil, err
 	}
-	flags := os.O_WRONLY | os.O_CREATE
+	flags := os.O_WRONLY // resuming needs earlier bytes: a missing file is an invalid offset
 	if offset == 0 {
-		flags |= os.O_TRUNC
+		flags |= os.O_CREATE | os.O_TRUNC
 	}
 	f, err := os.OpenFile(p, flags, 0o644)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, storage.ErrInvalidOffset
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -124,7 +131,20 @@ func (d *Driver) Move(_ context.Context, from, to string) error {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return err
 	}
-	return notFound(os.Rename(src, dst))
+	if err := os.Rename(src, dst); err != nil {
+		return notFound(err)
+	}
+	// The rename is durable only once the directory holding the new name is.
+	return syncDir(filepath.Dir(dst))
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
 }
 
 // Delete removes the file at key.
@@ -132,6 +152,9 @@ func (d *Driver) Delete(_ context.Context, key string) error {
 	p, err := d.path(key)
 	if err != nil {
 		return err
+	}
+	if fi, err := os.Lstat(p); err == nil && fi.IsDir() {
+		return nil // a directory is a prefix of keys, not an object
 	}
 	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err

@@ -1,0 +1,195 @@
+package metadata_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/berthhq/berth/metadata"
+)
+
+func TestTagHistory(t *testing.T) {
+	c := newClock()
+	db := openDB(t, c)
+	config, l1, l2 := newBlob("config"), newBlob("one"), newBlob("two")
+	link(t, db, "app", config, l1, l2)
+	m1, m2 := image(t, config, l1), image(t, config, l2)
+
+	t1 := c.tick()
+	if err := put(t, db, "app", m1, "alice", "latest"); err != nil {
+		t.Fatal(err)
+	}
+	t2 := c.tick()
+	if err := put(t, db, "app", m2, "bob", "latest"); err != nil {
+		t.Fatal(err)
+	}
+	want := []metadata.TagEvent{
+		{Tag: "latest", Digest: m1.digest, Start: t1.UnixNano(), End: t2.UnixNano(), Actor: "alice", Action: "push", EndedBy: "bob", EndAction: "push"},
+		{Tag: "latest", Digest: m2.digest, Start: t2.UnixNano(), Actor: "bob", Action: "push"},
+	}
+	wantHistory(t, db, "latest", want)
+	if got := resolve(t, db, "app", "latest"); got.Digest != m2.digest {
+		t.Errorf("latest = %s, want %s", got.Digest, m2.digest)
+	}
+
+	// Pushing the digest a tag already has is no change and no history.
+	c.tick()
+	if err := put(t, db, "app", m2, "carol", "latest"); err != nil {
+		t.Fatal(err)
+	}
+	wantHistory(t, db, "latest", want)
+
+	t4 := c.tick()
+	del := func() error {
+		return db.InTx(t.Context(), func(tx *metadata.Tx) error {
+			return tx.DeleteTag(t.Context(), "app", "latest", metadata.Change{Actor: "dave", Action: metadata.ActionDelete})
+		})
+	}
+	if err := del(); err != nil {
+		t.Fatalf("DeleteTag: %v", err)
+	}
+	want[1].End, want[1].EndedBy, want[1].EndAction = t4.UnixNano(), "dave", "delete"
+	wantHistory(t, db, "latest", want)
+	wantUnresolved(t, db, "app", "latest")
+	if got := resolve(t, db, "app", string(m2.digest)); got.Digest != m2.digest {
+		t.Error("DeleteTag removed the manifest")
+	}
+	if err := del(); !errors.Is(err, metadata.ErrNotFound) {
+		t.Errorf("DeleteTag of a deleted tag = %v, want ErrNotFound", err)
+	}
+
+	// A deleted tag can be pushed again; its history goes on.
+	t5 := c.tick()
+	if err := put(t, db, "app", m1, "erin", "latest"); err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, metadata.TagEvent{Tag: "latest", Digest: m1.digest, Start: t5.UnixNano(), Actor: "erin", Action: "push"})
+	wantHistory(t, db, "latest", want)
+}
+
+func wantHistory(t *testing.T, db *metadata.DB, tag string, want []metadata.TagEvent) {
+	t.Helper()
+	got, err := db.TagHistory(t.Context(), "app", tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("TagHistory(%s) =\n%+v\nwant\n%+v", tag, got, want)
+	}
+}
+
+func TestDeleteTagErrors(t *testing.T) {
+	db := openDB(t, newClock())
+	config := newBlob("config")
+	link(t, db, "app", config)
+	mustPut(t, db, "app", image(t, config), "kept")
+	for _, tt := range []struct{ repo, tag string }{{"app", "never"}, {"nowhere", "kept"}} {
+		err := db.InTx(t.Context(), func(tx *metadata.Tx) error {
+			return tx.DeleteTag(t.Context(), tt.repo, tt.tag, metadata.Change{Action: metadata.ActionDelete})
+		})
+		if !errors.Is(err, metadata.ErrNotFound) {
+			t.Errorf("DeleteTag(%s, %s) = %v, want ErrNotFound", tt.repo, tt.tag, err)
+		}
+	}
+	if got := tags(t, db, "app"); !slices.Equal(got, []string{"kept"}) {
+		t.Errorf("tags = %q", got)
+	}
+}
+
+func TestTagsPagination(t *testing.T) {
+	db := openDB(t, newClock())
+	config := newBlob("config")
+	link(t, db, "app", config)
+	link(t, db, "other", config)
+	m := image(t, config)
+	mustPut(t, db, "app", m, "latest", "9", "10", "A", "a", "_x", "v1.0", "1", "gone")
+	mustPut(t, db, "other", m, "b-other")
+	inTx(t, db, func(ctx context.Context, tx *metadata.Tx) error {
+		return tx.DeleteTag(ctx, "app", "gone", metadata.Change{Action: metadata.ActionDelete})
+	})
+	// Byte order: digits < upper case < '_' < lower case; "10" < "9".
+	all := []string{"1", "10", "9", "A", "_x", "a", "latest", "v1.0"}
+	tests := []struct {
+		name string
+		last string
+		n    int
+		want []string
+	}{
+		{"all", "", 100, all},
+		{"first page", "", 3, all[:3]},
+		{"second page", "9", 3, all[3:6]},
+		{"last page", "a", 3, all[6:]},
+		{"after the end", "v1.0", 3, []string{}},
+		{"after a missing name", "5", 2, []string{"9", "A"}},
+		{"last between cases", "B", 100, []string{"_x", "a", "latest", "v1.0"}},
+		{"n of zero", "", 0, []string{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := db.Tags(t.Context(), "app", tt.last, tt.n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("Tags(last=%q, n=%d) = %q, want %q", tt.last, tt.n, got, tt.want)
+			}
+		})
+	}
+	t.Run("walk pages", func(t *testing.T) {
+		var walked []string
+		for last := ""; ; {
+			page, err := db.Tags(t.Context(), "app", last, 2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(page) == 0 {
+				break
+			}
+			walked = append(walked, page...)
+			last = page[len(page)-1]
+		}
+		if !slices.Equal(walked, all) {
+			t.Errorf("paging by 2 saw %q, want %q", walked, all)
+		}
+	})
+	if got, err := db.Tags(t.Context(), "nowhere", "", 10); err != nil || got == nil || len(got) != 0 {
+		t.Errorf("Tags of an unknown repository = %#v, %v; want an empty list", got, err)
+	}
+}
+
+func TestRepositoriesPagination(t *testing.T) {
+	db := openDB(t, newClock())
+	b := newBlob("x")
+	for _, repo := range []string{"c", "a/x", "b", "a", "a-b", "a/x/y"} {
+		link(t, db, repo, b)
+	}
+	// '-' (0x2d) sorts before '/' (0x2f).
+	all := []string{"a", "a-b", "a/x", "a/x/y", "b", "c"}
+	tests := []struct {
+		last string
+		n    int
+		want []string
+	}{
+		{"", 100, all},
+		{"", 2, all[:2]},
+		{"a-b", 2, all[2:4]},
+		{"a/x/y", 2, all[4:]},
+		{"c", 2, []string{}},
+		{"a/", 3, []string{"a/x", "a/x/y", "b"}},
+	}
+	for _, tt := range tests {
+		got, err := db.Repositories(t.Context(), tt.last, tt.n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("Repositories(last=%q, n=%d) = %q, want %q", tt.last, tt.n, got, tt.want)
+		}
+	}
+	for name, want := range map[string]bool{"a/x": true, "a/z": false} {
+		if ok, err := db.RepositoryExists(t.Context(), name); ok != want || err != nil {
+			t.Errorf("RepositoryExists(%s) = %v, %v", name, ok, err)
+		}
+	}
+}

@@ -1,0 +1,196 @@
+package storage_test
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/berthhq/berth/oci"
+	"github.com/berthhq/berth/storage"
+)
+
+// TestResumeInAnotherProcess continues an upload from its serialised state
+// in a new Store over a new driver on the same directory.
+func TestResumeInAnotherProcess(t *testing.T) {
+	parts := []string{"first part; ", "", "second part; ", strings.Repeat("third ", 10000)}
+	all := strings.Join(parts, "")
+	tests := []struct {
+		name string
+		want oci.Digest
+	}{
+		{"sha256", oci.FromBytes([]byte(all))},
+		{"sha512", sha512Of(all)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			u, err := newStore(t, dir).StartUpload(t.Context(), "u1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := u.State()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := u.Close(); err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range parts {
+				st = appendPart(t, newStore(t, dir), "u1", st, p)
+			}
+			if st.Size != int64(len(all)) {
+				t.Fatalf("state size = %d, want %d", st.Size, len(all))
+			}
+			s := newStore(t, dir)
+			u, err = s.ResumeUpload(t.Context(), "u1", st)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if created, err := u.Commit(t.Context(), tt.want); err != nil || !created {
+				t.Fatalf("Commit = %v, %v", created, err)
+			}
+			if got := readBlob(t, s, tt.want); got != all {
+				t.Errorf("blob holds %d bytes, want %d", len(got), len(all))
+			}
+			if got := files(t, dir, "uploads"); len(got) != 0 {
+				t.Errorf("uploads left: %q", got)
+			}
+		})
+	}
+}
+
+// appendPart is one PATCH request: resume, write, save the state, close.
+func appendPart(t *testing.T, s *storage.Store, id string, st storage.UploadState, part string) storage.UploadState {
+	t.Helper()
+	u, err := s.ResumeUpload(t.Context(), id, storage.UploadState{Size: st.Size, Hash: bytes.Clone(st.Hash)})
+	if err != nil {
+		t.Fatalf("ResumeUpload at %d: %v", st.Size, err)
+	}
+	if u.Size() != st.Size {
+		t.Fatalf("Size() after resume = %d, want %d", u.Size(), st.Size)
+	}
+	if _, err := io.WriteString(u, part); err != nil {
+		t.Fatal(err)
+	}
+	next, err := u.State()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return next
+}
+
+// TestResumeFromEarlierState: a request wrote bytes but its state was never
+// recorded (it crashed, or lost a race); resuming from the last recorded
+// state drops those bytes and the digest still comes out right.
+func TestResumeFromEarlierState(t *testing.T) {
+	dir := t.TempDir()
+	s := newStore(t, dir)
+	u, err := s.StartUpload(t.Context(), "u1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st0, _ := u.State()
+	u.Close()
+	st1 := appendPart(t, s, "u1", st0, "kept ")
+	appendPart(t, s, "u1", st1, "lost bytes, never recorded")
+
+	st2 := appendPart(t, newStore(t, dir), "u1", st1, "redone")
+	u, err = newStore(t, dir).ResumeUpload(t.Context(), "u1", st2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := oci.FromBytes([]byte("kept redone"))
+	if created, err := u.Commit(t.Context(), want); err != nil || !created {
+		t.Fatalf("Commit = %v, %v", created, err)
+	}
+	if got := readBlob(t, s, want); got != "kept redone" {
+		t.Errorf("blob holds %q", got)
+	}
+}
+
+func TestResumePastStoredBytes(t *testing.T) {
+	dir := t.TempDir()
+	s := newStore(t, dir)
+	u, err := s.StartUpload(t.Context(), "u1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(u, "abc")
+	st, _ := u.State()
+	u.Close()
+	if err := s.CancelUpload(t.Context(), "u1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ResumeUpload(t.Context(), "u1", st); !errors.Is(err, storage.ErrInvalidOffset) {
+		t.Errorf("ResumeUpload after the bytes were purged = %v, want ErrInvalidOffset", err)
+	}
+	if _, err := s.ResumeUpload(t.Context(), "u2", storage.UploadState{Size: 3, Hash: []byte("garbage")}); err == nil {
+		t.Error("ResumeUpload with a corrupt hash state succeeded")
+	}
+}
+
+func TestCancel(t *testing.T) {
+	dir := t.TempDir()
+	s := newStore(t, dir)
+	u, err := s.StartUpload(t.Context(), "u1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(u, "doomed")
+	if err := u.Cancel(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	u, err = s.StartUpload(t.Context(), "u2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(u, "abandoned")
+	u.Close()
+	if err := s.CancelUpload(t.Context(), "u2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CancelUpload(t.Context(), "never"); err != nil {
+		t.Errorf("CancelUpload of an unknown upload = %v", err)
+	}
+	if got := files(t, dir, "."); len(got) != 0 {
+		t.Errorf("files left after Cancel: %q", got)
+	}
+}
+
+func TestListUploads(t *testing.T) {
+	dir := t.TempDir()
+	s := newStore(t, dir)
+	sizes := map[string]int{"u1": 3, "u2": 5, "u3": 0}
+	for id, n := range sizes {
+		u, err := s.StartUpload(t.Context(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(u, strings.Repeat("x", n))
+		u.Close()
+	}
+	if created, err := upload(t, s, "done", oci.FromBytes([]byte("blob")), "blob"); err != nil || !created {
+		t.Fatalf("Commit = %v, %v", created, err)
+	}
+	got := map[string]int64{}
+	err := s.ListUploads(t.Context(), func(o storage.Object) error {
+		got[o.Key] = o.Size
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(sizes) {
+		t.Errorf("ListUploads saw %v, want the %d open uploads", got, len(sizes))
+	}
+	for id, n := range sizes {
+		if size, ok := got[storage.UploadsPrefix+id]; !ok || size != int64(n) {
+			t.Errorf("ListUploads: %s = %d (seen %v), want %d", id, size, ok, n)
+		}
+	}
+}
