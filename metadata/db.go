@@ -22,7 +22,8 @@ import (
 var (
 	// ErrNotFound: no such repository, blob, manifest, tag or upload.
 	ErrNotFound = errors.New("metadata: not found")
-	// ErrMissingReference: a manifest names content its repository does not have.
+	// ErrMissingReference: a manifest names content its repository does not
+	// have; the error is a *MissingReferenceError saying which.
 	ErrMissingReference = errors.New("metadata: referenced content is not in the repository")
 	// ErrConflict: the state changed under the caller (an upload written concurrently).
 	ErrConflict = errors.New("metadata: conflict")

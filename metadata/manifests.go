@@ -79,6 +79,20 @@ func (tx *Tx) PutManifest(ctx context.Context, repo string, d oci.Digest, m *oci
 	return nil
 }
 
+// MissingReferenceError names content a manifest references that its
+// repository does not have. It matches ErrMissingReference.
+type MissingReferenceError struct {
+	Kind   oci.Kind
+	Digest oci.Digest
+}
+
+func (e *MissingReferenceError) Error() string {
+	return fmt.Sprintf("the manifest references %s %s, which the repository does not have", e.Kind, e.Digest)
+}
+
+// Is makes errors.Is(err, ErrMissingReference) true.
+func (e *MissingReferenceError) Is(target error) bool { return target == ErrMissingReference }
+
 // checkRef verifies that the repository links the referenced content, with
 // the size the manifest claims.
 func (tx *Tx) checkRef(ctx context.Context, repoID int64, ref oci.Ref) error {
@@ -92,7 +106,7 @@ func (tx *Tx) checkRef(ctx context.Context, repoID int64, ref oci.Ref) error {
 			WHERE rb.repository_id = $1 AND rb.digest = $2 AND b.state = 'live'`, repoID, ref.Digest).Scan(&size)
 	}
 	if err == sql.ErrNoRows {
-		return fmt.Errorf("%w: %s %s", ErrMissingReference, ref.Kind, ref.Digest)
+		return &MissingReferenceError{Kind: ref.Kind, Digest: ref.Digest}
 	}
 	if err != nil {
 		return err

@@ -132,7 +132,13 @@ func TestChunkedUpload(t *testing.T) {
 	if r.ContentLength != int64(len(data)) || r.Header.Get("Docker-Content-Digest") != string(d) {
 		t.Fatalf("HEAD: length %d, digest %q", r.ContentLength, r.Header.Get("Docker-Content-Digest"))
 	}
-	s.do("GET", "/v2/app/blobs/"+string(d), nil, "Range", "bytes=100-200").expect(t, http.StatusRequestedRangeNotSatisfiable, "")
+	for _, rng := range []string{"bytes=100-200", "bytes=15-10", "bytes=x-y"} {
+		r = s.do("GET", "/v2/app/blobs/"+string(d), nil, "Range", rng)
+		r.expect(t, http.StatusRequestedRangeNotSatisfiable, codeRangeInvalid)
+		if r.Header.Get("Content-Range") != "bytes */20" {
+			t.Fatalf("%s: Content-Range %q", rng, r.Header.Get("Content-Range"))
+		}
+	}
 }
 
 func TestUploadWrongDigestLeavesNothing(t *testing.T) {

@@ -3,7 +3,9 @@ package registry
 import (
 	"bytes"
 	"errors"
+	"io"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/berthhq/berth/metadata"
@@ -35,9 +37,7 @@ func (reg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) e
 		if merr != nil {
 			return blobUnknown(d)
 		}
-		setBlobHeaders(w, d)
-		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(m.Payload))
-		return nil
+		return serveBlob(w, r, d, bytes.NewReader(m.Payload))
 	}
 	f, err := reg.store.Open(ctx, d)
 	if errors.Is(err, storage.ErrNotFound) {
@@ -50,18 +50,57 @@ func (reg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) e
 		return err
 	}
 	defer f.Close()
-	setBlobHeaders(w, d)
-	http.ServeContent(w, r, "", time.Time{}, f)
-	return nil
+	return serveBlob(w, r, d, f)
 }
 
-func setBlobHeaders(w http.ResponseWriter, d oci.Digest) {
+// serveBlob answers with content, honouring Range, conditional and HEAD
+// requests through http.ServeContent.
+func serveBlob(w http.ResponseWriter, r *http.Request, d oci.Digest, content io.ReadSeeker) error {
 	h := w.Header()
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set("Docker-Content-Digest", string(d))
 	h.Set("Etag", `"`+string(d)+`"`)
 	h.Set("Cache-Control", "max-age=31536000")
+	size, err := content.Seek(0, io.SeekEnd)
+	if err == nil {
+		_, err = content.Seek(0, io.SeekStart)
+	}
+	if err != nil {
+		return err
+	}
+	http.ServeContent(&rangeErrors{ResponseWriter: w, r: r, size: size}, r, "", time.Time{}, content)
+	return nil
 }
+
+// rangeErrors turns http.ServeContent's plain-text 416 into the OCI error
+// envelope, with the Content-Range header that tells the blob's size.
+type rangeErrors struct {
+	http.ResponseWriter
+	r      *http.Request
+	size   int64
+	failed bool
+}
+
+func (w *rangeErrors) WriteHeader(code int) {
+	if code != http.StatusRequestedRangeNotSatisfiable {
+		w.ResponseWriter.WriteHeader(code)
+		return
+	}
+	w.failed = true
+	w.Header().Del("X-Content-Type-Options")
+	w.Header().Set("Content-Range", "bytes */"+strconv.FormatInt(w.size, 10))
+	writeError(w.ResponseWriter, w.r, newError(code, codeRangeInvalid, "the requested range is not satisfiable"))
+}
+
+func (w *rangeErrors) Write(p []byte) (int, error) {
+	if w.failed {
+		return len(p), nil // ServeContent's own message; the envelope is written
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+// ReadFrom lets ServeContent's copy reach the connection's sendfile.
+func (w *rangeErrors) ReadFrom(r io.Reader) (int64, error) { return io.Copy(w.ResponseWriter, r) }
 
 // deleteBlob removes a blob from the repository; its bytes go when garbage
 // collection finds no one else needs them.

@@ -44,8 +44,10 @@ const (
 	codeDenied              = "DENIED"
 	codeUnsupported         = "UNSUPPORTED"
 	codeTooManyRequests     = "TOOMANYREQUESTS"
-	// Not in the spec, but the reference registry's code for a bad n.
+	// Not in the spec, but the reference registry's codes for a bad n and
+	// an unsatisfiable range on a blob GET.
 	codePaginationInvalid = "PAGINATION_NUMBER_INVALID"
+	codeRangeInvalid      = "RANGE_INVALID"
 )
 
 // toAPIError maps any error to the spec's terms. Sentinels that mean the same
@@ -53,19 +55,24 @@ const (
 // whose details stay in the log.
 func toAPIError(err error) *apiError {
 	var ae *apiError
+	var missing *metadata.MissingReferenceError
 	switch {
 	case errors.As(err, &ae):
 		return ae
+	case errors.As(err, &missing):
+		e := newError(http.StatusBadRequest, codeManifestBlobUnknown, missing.Error())
+		e.Detail = map[string]string{"digest": string(missing.Digest)}
+		return e
 	case errors.Is(err, oci.ErrNameInvalid):
 		return newError(http.StatusBadRequest, codeNameInvalid, "invalid repository name")
-	case errors.Is(err, oci.ErrDigestInvalid), errors.Is(err, storage.ErrDigestMismatch):
+	case errors.Is(err, oci.ErrDigestInvalid):
 		return newError(http.StatusBadRequest, codeDigestInvalid, err.Error())
+	case errors.Is(err, storage.ErrDigestMismatch):
+		return newError(http.StatusBadRequest, codeDigestInvalid, "the uploaded content does not match the digest")
 	case errors.Is(err, oci.ErrTagInvalid):
 		return newError(http.StatusBadRequest, codeManifestInvalid, "invalid tag")
 	case errors.Is(err, oci.ErrManifestInvalid):
 		return newError(http.StatusBadRequest, codeManifestInvalid, err.Error())
-	case errors.Is(err, metadata.ErrMissingReference):
-		return newError(http.StatusBadRequest, codeManifestBlobUnknown, err.Error())
 	case errors.Is(err, context.Canceled):
 		// The client went away; nobody reads the answer.
 		return newError(499, codeBlobUploadInvalid, "request canceled")
