@@ -25,7 +25,7 @@ func TestPurgeUploads(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	d, err := disk.New(filepath.Join(dir, "data"))
+	d, err := disk.New(filepath.Join(dir, "data"), disk.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,11 +13,11 @@ func (tx *Tx) LinkBlob(ctx context.Context, repo string, d oci.Digest, size int6
 	if err != nil {
 		return err
 	}
-	if _, err := tx.tx.ExecContext(ctx, `INSERT INTO blobs (digest, size, created_at, last_linked_at) VALUES ($1, $2, $3, $3)
+	if _, err := tx.exec(ctx, `INSERT INTO blobs (digest, size, created_at, last_linked_at) VALUES ($1, $2, $3, $3)
 		ON CONFLICT (digest) DO UPDATE SET last_linked_at = excluded.last_linked_at`, d, size, tx.now); err != nil {
 		return err
 	}
-	_, err = tx.tx.ExecContext(ctx, `INSERT INTO repository_blobs (repository_id, digest, linked_at) VALUES ($1, $2, $3)
+	_, err = tx.exec(ctx, `INSERT INTO repository_blobs (repository_id, digest, linked_at) VALUES ($1, $2, $3)
 		ON CONFLICT (repository_id, digest) DO UPDATE SET linked_at = excluded.linked_at`, id, d, tx.now)
 	return err
 }
@@ -27,7 +27,7 @@ func (tx *Tx) LinkBlob(ctx context.Context, repo string, d oci.Digest, size int6
 // when from does not link it. No bytes move.
 func (tx *Tx) MountBlob(ctx context.Context, repo, from string, d oci.Digest) (int64, error) {
 	var size int64
-	err := tx.tx.QueryRowContext(ctx, `SELECT b.size FROM repository_blobs rb
+	err := tx.queryRow(ctx, `SELECT b.size FROM repository_blobs rb
 		JOIN repositories r ON r.id = rb.repository_id
 		JOIN blobs b ON b.digest = rb.digest
 		WHERE r.name = $1 AND rb.digest = $2 AND b.state = 'live'`, from, d).Scan(&size)
@@ -40,7 +40,7 @@ func (tx *Tx) MountBlob(ctx context.Context, repo, from string, d oci.Digest) (i
 // UnlinkBlob removes a blob from a repository's access list. The bytes stay
 // until garbage collection finds no one needs them.
 func (tx *Tx) UnlinkBlob(ctx context.Context, repo string, d oci.Digest) error {
-	res, err := tx.tx.ExecContext(ctx, `DELETE FROM repository_blobs
+	res, err := tx.exec(ctx, `DELETE FROM repository_blobs
 		WHERE repository_id = (SELECT id FROM repositories WHERE name = $1) AND digest = $2`, repo, d)
 	if err != nil {
 		return err
@@ -54,7 +54,7 @@ func (tx *Tx) UnlinkBlob(ctx context.Context, repo string, d oci.Digest) error {
 // BlobInRepo returns the size of a blob the repository links, or ErrNotFound.
 func (db *DB) BlobInRepo(ctx context.Context, repo string, d oci.Digest) (int64, error) {
 	var size int64
-	err := db.read.QueryRowContext(ctx, `SELECT b.size FROM repository_blobs rb
+	err := db.queryRow(ctx, `SELECT b.size FROM repository_blobs rb
 		JOIN repositories r ON r.id = rb.repository_id
 		JOIN blobs b ON b.digest = rb.digest
 		WHERE r.name = $1 AND rb.digest = $2 AND b.state = 'live'`, repo, d).Scan(&size)

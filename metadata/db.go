@@ -46,6 +46,7 @@ type DB struct {
 	// connection, so they queue in Go rather than spin on SQLITE_BUSY, while
 	// reads proceed in parallel (WAL mode).
 	read, write *sql.DB
+	reads       *stmts // prepared statements of the read pool
 	now         func() time.Time
 }
 
@@ -73,7 +74,7 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 	}
 	read.SetMaxOpenConns(max(4, 2*runtime.GOMAXPROCS(0)))
 	read.SetMaxIdleConns(max(4, 2*runtime.GOMAXPROCS(0)))
-	db := &DB{read: read, write: write, now: o.Now}
+	db := &DB{read: read, write: write, reads: &stmts{pool: read}, now: o.Now}
 	if db.now == nil {
 		db.now = time.Now
 	}
@@ -86,7 +87,7 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 
 // Close closes the database.
 func (db *DB) Close() error {
-	return errors.Join(db.read.Close(), db.write.Close())
+	return errors.Join(db.reads.close(), db.read.Close(), db.write.Close())
 }
 
 // Ping checks that the database answers.
@@ -135,8 +136,9 @@ func (db *DB) migrate(ctx context.Context, dialect string) error {
 
 // Tx is a write transaction; see DB.InTx.
 type Tx struct {
-	tx  *sql.Tx
-	now int64 // one timestamp for every row the transaction writes
+	tx    *sql.Tx
+	stmts map[string]*sql.Stmt // closed with the transaction
+	now   int64                // one timestamp for every row the transaction writes
 }
 
 // InTx runs fn in one write transaction: it commits if fn returns nil and
@@ -147,7 +149,7 @@ func (db *DB) InTx(ctx context.Context, fn func(*Tx) error) error {
 		return fmt.Errorf("metadata: begin: %w", err)
 	}
 	defer sqlTx.Rollback() // after Commit this does nothing; after a panic it frees the write connection
-	if err := fn(&Tx{tx: sqlTx, now: db.now().UnixNano()}); err != nil {
+	if err := fn(&Tx{tx: sqlTx, stmts: map[string]*sql.Stmt{}, now: db.now().UnixNano()}); err != nil {
 		return err
 	}
 	if err := sqlTx.Commit(); err != nil {

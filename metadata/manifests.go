@@ -55,19 +55,19 @@ func (tx *Tx) PutManifest(ctx context.Context, repo string, d oci.Digest, m *oci
 	if m.Config != nil {
 		config = sql.NullString{String: string(m.Config.Digest), Valid: true}
 	}
-	if _, err := tx.tx.ExecContext(ctx, `INSERT INTO manifests
+	if _, err := tx.exec(ctx, `INSERT INTO manifests
 		(digest, media_type, artifact_type, subject_digest, config_digest, payload, size, created_at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (digest) DO NOTHING`,
 		d, m.MediaType, m.ArtifactType, subject, config, payload, len(payload), tx.now); err != nil {
 		return err
 	}
 	for _, ref := range m.Refs {
-		if _, err := tx.tx.ExecContext(ctx, `INSERT INTO manifest_references (manifest_digest, child_digest, kind)
+		if _, err := tx.exec(ctx, `INSERT INTO manifest_references (manifest_digest, child_digest, kind)
 			VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`, d, ref.Digest, ref.Kind); err != nil {
 			return err
 		}
 	}
-	if _, err := tx.tx.ExecContext(ctx, `INSERT INTO repository_manifests (repository_id, digest, linked_at) VALUES ($1, $2, $3)
+	if _, err := tx.exec(ctx, `INSERT INTO repository_manifests (repository_id, digest, linked_at) VALUES ($1, $2, $3)
 		ON CONFLICT (repository_id, digest) DO UPDATE SET linked_at = excluded.linked_at`, id, d, tx.now); err != nil {
 		return err
 	}
@@ -99,10 +99,10 @@ func (tx *Tx) checkRef(ctx context.Context, repoID int64, ref oci.Ref) error {
 	var size int64
 	var err error
 	if ref.Kind == oci.KindManifest {
-		err = tx.tx.QueryRowContext(ctx, `SELECT m.size FROM repository_manifests rm JOIN manifests m ON m.digest = rm.digest
+		err = tx.queryRow(ctx, `SELECT m.size FROM repository_manifests rm JOIN manifests m ON m.digest = rm.digest
 			WHERE rm.repository_id = $1 AND rm.digest = $2`, repoID, ref.Digest).Scan(&size)
 	} else {
-		err = tx.tx.QueryRowContext(ctx, `SELECT b.size FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest
+		err = tx.queryRow(ctx, `SELECT b.size FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest
 			WHERE rb.repository_id = $1 AND rb.digest = $2 AND b.state = 'live'`, repoID, ref.Digest).Scan(&size)
 	}
 	if err == sql.ErrNoRows {
@@ -119,9 +119,9 @@ func (tx *Tx) checkRef(ctx context.Context, repoID int64, ref oci.Ref) error {
 
 const manifestColumns = `m.digest, m.media_type, m.artifact_type, COALESCE(m.subject_digest, ''), m.payload`
 
-func scanManifest(row interface{ Scan(...any) error }) (*ManifestRecord, error) {
+func scanManifest(r row) (*ManifestRecord, error) {
 	var m ManifestRecord
-	if err := row.Scan(&m.Digest, &m.MediaType, &m.ArtifactType, &m.Subject, &m.Payload); err != nil {
+	if err := r.Scan(&m.Digest, &m.MediaType, &m.ArtifactType, &m.Subject, &m.Payload); err != nil {
 		return nil, noRows(err)
 	}
 	return &m, nil
@@ -130,18 +130,18 @@ func scanManifest(row interface{ Scan(...any) error }) (*ManifestRecord, error) 
 // Resolve returns the manifest a tag or digest names in the repository.
 func (db *DB) Resolve(ctx context.Context, repo string, ref oci.Reference) (*ManifestRecord, error) {
 	if ref.IsDigest() {
-		return scanManifest(db.read.QueryRowContext(ctx, `SELECT `+manifestColumns+`
+		return scanManifest(db.queryRow(ctx, `SELECT `+manifestColumns+`
 			FROM repositories r JOIN repository_manifests rm ON rm.repository_id = r.id JOIN manifests m ON m.digest = rm.digest
 			WHERE r.name = $1 AND rm.digest = $2`, repo, ref.Digest))
 	}
-	return scanManifest(db.read.QueryRowContext(ctx, `SELECT `+manifestColumns+`
+	return scanManifest(db.queryRow(ctx, `SELECT `+manifestColumns+`
 		FROM repositories r JOIN tags t ON t.repository_id = r.id JOIN manifests m ON m.digest = t.manifest_digest
 		WHERE r.name = $1 AND t.name = $2 AND t.ended_at IS NULL`, repo, ref.Tag))
 }
 
 // Referrers returns the repository's manifests whose subject is d, oldest first.
 func (db *DB) Referrers(ctx context.Context, repo string, d oci.Digest) ([]*ManifestRecord, error) {
-	rows, err := db.read.QueryContext(ctx, `SELECT `+manifestColumns+`
+	rows, err := db.query(ctx, `SELECT `+manifestColumns+`
 		FROM repositories r JOIN repository_manifests rm ON rm.repository_id = r.id JOIN manifests m ON m.digest = rm.digest
 		WHERE r.name = $1 AND m.subject_digest = $2 ORDER BY rm.linked_at, m.digest`, repo, d)
 	if err != nil {
@@ -167,14 +167,14 @@ func (tx *Tx) DeleteManifest(ctx context.Context, repo string, d oci.Digest, c C
 	if err != nil {
 		return err
 	}
-	res, err := tx.tx.ExecContext(ctx, `DELETE FROM repository_manifests WHERE repository_id = $1 AND digest = $2`, id, d)
+	res, err := tx.exec(ctx, `DELETE FROM repository_manifests WHERE repository_id = $1 AND digest = $2`, id, d)
 	if err != nil {
 		return err
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
 		return ErrNotFound
 	}
-	_, err = tx.tx.ExecContext(ctx, `UPDATE tags SET ended_at = $1, ended_by = $2, end_action = $3
+	_, err = tx.exec(ctx, `UPDATE tags SET ended_at = $1, ended_by = $2, end_action = $3
 		WHERE repository_id = $4 AND manifest_digest = $5 AND ended_at IS NULL`, tx.now, c.Actor, c.Action, id, d)
 	return err
 }

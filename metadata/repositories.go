@@ -14,21 +14,21 @@ func (tx *Tx) EnsureRepository(ctx context.Context, name string) (int64, error) 
 		return 0, err
 	}
 	var id int64
-	err := tx.tx.QueryRowContext(ctx, `SELECT id FROM repositories WHERE name = $1`, name).Scan(&id)
+	err := tx.queryRow(ctx, `SELECT id FROM repositories WHERE name = $1`, name).Scan(&id)
 	return id, err
 }
 
 // repositoryID returns the id of an existing repository, or ErrNotFound.
 func (tx *Tx) repositoryID(ctx context.Context, name string) (int64, error) {
 	var id int64
-	err := tx.tx.QueryRowContext(ctx, `SELECT id FROM repositories WHERE name = $1`, name).Scan(&id)
+	err := tx.queryRow(ctx, `SELECT id FROM repositories WHERE name = $1`, name).Scan(&id)
 	return id, noRows(err)
 }
 
 // RepositoryExists reports whether anything was ever pushed to the repository.
 func (db *DB) RepositoryExists(ctx context.Context, name string) (bool, error) {
 	var n int
-	err := db.read.QueryRowContext(ctx, `SELECT count(*) FROM repositories WHERE name = $1`, name).Scan(&n)
+	err := db.queryRow(ctx, `SELECT count(*) FROM repositories WHERE name = $1`, name).Scan(&n)
 	return n > 0, err
 }
 
@@ -39,7 +39,7 @@ func (db *DB) Repositories(ctx context.Context, last string, n int) ([]string, e
 
 // strings runs a query whose rows are one text column.
 func (db *DB) strings(ctx context.Context, query string, args ...any) ([]string, error) {
-	rows, err := db.read.QueryContext(ctx, query, args...)
+	rows, err := db.query(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}

@@ -12,7 +12,7 @@ import (
 // nothing. It returns the previous digest ("" for a new tag).
 func (tx *Tx) moveTag(ctx context.Context, repoID int64, tag string, d oci.Digest, c Change) (oci.Digest, error) {
 	var old oci.Digest
-	err := tx.tx.QueryRowContext(ctx, `SELECT manifest_digest FROM tags
+	err := tx.queryRow(ctx, `SELECT manifest_digest FROM tags
 		WHERE repository_id = $1 AND name = $2 AND ended_at IS NULL`, repoID, tag).Scan(&old)
 	switch {
 	case err == sql.ErrNoRows:
@@ -21,19 +21,19 @@ func (tx *Tx) moveTag(ctx context.Context, repoID int64, tag string, d oci.Diges
 	case old == d:
 		return old, nil
 	default:
-		if _, err := tx.tx.ExecContext(ctx, `UPDATE tags SET ended_at = $1, ended_by = $2, end_action = $3
+		if _, err := tx.exec(ctx, `UPDATE tags SET ended_at = $1, ended_by = $2, end_action = $3
 			WHERE repository_id = $4 AND name = $5 AND ended_at IS NULL`, tx.now, c.Actor, c.Action, repoID, tag); err != nil {
 			return "", err
 		}
 	}
-	_, err = tx.tx.ExecContext(ctx, `INSERT INTO tags (repository_id, name, manifest_digest, started_at, actor, action)
+	_, err = tx.exec(ctx, `INSERT INTO tags (repository_id, name, manifest_digest, started_at, actor, action)
 		VALUES ($1, $2, $3, $4, $5, $6)`, repoID, tag, d, tx.now, c.Actor, c.Action)
 	return old, err
 }
 
 // DeleteTag ends a tag's live history row; the manifest stays.
 func (tx *Tx) DeleteTag(ctx context.Context, repo, tag string, c Change) error {
-	res, err := tx.tx.ExecContext(ctx, `UPDATE tags SET ended_at = $1, ended_by = $2, end_action = $3
+	res, err := tx.exec(ctx, `UPDATE tags SET ended_at = $1, ended_by = $2, end_action = $3
 		WHERE repository_id = (SELECT id FROM repositories WHERE name = $4) AND name = $5 AND ended_at IS NULL`,
 		tx.now, c.Actor, c.Action, repo, tag)
 	if err != nil {
@@ -66,7 +66,7 @@ type TagEvent struct {
 
 // TagHistory returns every row of a tag's history, oldest first.
 func (db *DB) TagHistory(ctx context.Context, repo, tag string) ([]TagEvent, error) {
-	rows, err := db.read.QueryContext(ctx, `SELECT t.name, t.manifest_digest, t.started_at, COALESCE(t.ended_at, 0),
+	rows, err := db.query(ctx, `SELECT t.name, t.manifest_digest, t.started_at, COALESCE(t.ended_at, 0),
 		t.actor, t.action, COALESCE(t.ended_by, ''), COALESCE(t.end_action, '')
 		FROM repositories r JOIN tags t ON t.repository_id = r.id
 		WHERE r.name = $1 AND t.name = $2 ORDER BY t.started_at, t.id`, repo, tag)

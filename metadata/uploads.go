@@ -20,7 +20,7 @@ func (tx *Tx) CreateUpload(ctx context.Context, repo, id string) error {
 	if err != nil {
 		return err
 	}
-	_, err = tx.tx.ExecContext(ctx, `INSERT INTO uploads (id, repository_id, started_at, updated_at) VALUES ($1, $2, $3, $3)`,
+	_, err = tx.exec(ctx, `INSERT INTO uploads (id, repository_id, started_at, updated_at) VALUES ($1, $2, $3, $3)`,
 		id, repoID, tx.now)
 	return err
 }
@@ -29,7 +29,7 @@ func (tx *Tx) CreateUpload(ctx context.Context, repo, id string) error {
 func (db *DB) Upload(ctx context.Context, repo, id string) (*UploadRecord, error) {
 	var u UploadRecord
 	var started int64
-	err := db.read.QueryRowContext(ctx, `SELECT u.id, r.name, u.size, u.hash_state, u.started_at
+	err := db.queryRow(ctx, `SELECT u.id, r.name, u.size, u.hash_state, u.started_at
 		FROM uploads u JOIN repositories r ON r.id = u.repository_id WHERE u.id = $1 AND r.name = $2`, id, repo).
 		Scan(&u.ID, &u.Repo, &u.Size, &u.HashState, &started)
 	if err != nil {
@@ -43,7 +43,7 @@ func (db *DB) Upload(ctx context.Context, repo, id string) (*UploadRecord, error
 // fails with ErrConflict if the session is no longer at from, so of two
 // writers racing on one session only one records its bytes.
 func (tx *Tx) SaveUpload(ctx context.Context, id string, from, to int64, hashState []byte) error {
-	res, err := tx.tx.ExecContext(ctx, `UPDATE uploads SET size = $1, hash_state = $2, updated_at = $3
+	res, err := tx.exec(ctx, `UPDATE uploads SET size = $1, hash_state = $2, updated_at = $3
 		WHERE id = $4 AND size = $5`, to, hashState, tx.now, id, from)
 	if err != nil {
 		return err
@@ -56,7 +56,7 @@ func (tx *Tx) SaveUpload(ctx context.Context, id string, from, to int64, hashSta
 
 // DeleteUpload forgets an upload session.
 func (tx *Tx) DeleteUpload(ctx context.Context, id string) error {
-	_, err := tx.tx.ExecContext(ctx, `DELETE FROM uploads WHERE id = $1`, id)
+	_, err := tx.exec(ctx, `DELETE FROM uploads WHERE id = $1`, id)
 	return err
 }
 
@@ -68,6 +68,6 @@ func (db *DB) StaleUploads(ctx context.Context, before time.Time) ([]string, err
 // UploadExists reports whether an upload session id is recorded.
 func (db *DB) UploadExists(ctx context.Context, id string) (bool, error) {
 	var n int
-	err := db.read.QueryRowContext(ctx, `SELECT count(*) FROM uploads WHERE id = $1`, id).Scan(&n)
+	err := db.queryRow(ctx, `SELECT count(*) FROM uploads WHERE id = $1`, id).Scan(&n)
 	return n > 0, err
 }

@@ -99,8 +99,14 @@ func (w *rangeErrors) Write(p []byte) (int, error) {
 	return w.ResponseWriter.Write(p)
 }
 
-// ReadFrom lets ServeContent's copy reach the connection's sendfile.
-func (w *rangeErrors) ReadFrom(r io.Reader) (int64, error) { return io.Copy(w.ResponseWriter, r) }
+// ReadFrom is how ServeContent's copy reaches the connection: through 1 MiB
+// buffers rather than sendfile(2), which measured 1.45 GB/s against 2.6 GB/s
+// for this copy on loopback (docs/performance.md).
+func (w *rangeErrors) ReadFrom(r io.Reader) (int64, error) {
+	buf := copyBuffers.Get().(*[1 << 20]byte)
+	defer copyBuffers.Put(buf)
+	return io.CopyBuffer(struct{ io.Writer }{w.ResponseWriter}, r, buf[:])
+}
 
 // deleteBlob removes a blob from the repository; its bytes go when garbage
 // collection finds no one else needs them.

@@ -26,17 +26,18 @@ import (
 // testServer is a Registry on disk storage and SQLite behind a real HTTP
 // server on a loopback port.
 type testServer struct {
-	t     *testing.T
-	URL   string
-	dir   string
-	db    *metadata.DB
-	store *storage.Store
+	t       testing.TB
+	handler http.Handler
+	URL     string
+	dir     string
+	db      *metadata.DB
+	store   *storage.Store
 }
 
-func newServer(t *testing.T) *testServer {
+func newServer(t testing.TB) *testServer {
 	t.Helper()
 	dir := t.TempDir()
-	d, err := disk.New(filepath.Join(dir, "data"))
+	d, err := disk.New(filepath.Join(dir, "data"), disk.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,9 +51,10 @@ func newServer(t *testing.T) *testServer {
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
-	srv := httptest.NewServer(New(Options{Store: store, DB: db, Logger: log}))
+	h := New(Options{Store: store, DB: db, Logger: log})
+	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &testServer{t: t, URL: srv.URL, dir: dir, db: db, store: store}
+	return &testServer{t: t, handler: h, URL: srv.URL, dir: dir, db: db, store: store}
 }
 
 type response struct {
@@ -98,7 +100,7 @@ func (s *testServer) do(method, path string, body []byte, header ...string) *res
 }
 
 // expect fails the test unless the response has the status and OCI code.
-func (r *response) expect(t *testing.T, status int, code string) {
+func (r *response) expect(t testing.TB, status int, code string) {
 	t.Helper()
 	if r.StatusCode != status || r.code() != code {
 		t.Fatalf("%s %s: got %d %q, want %d %q; body %s", r.Request.Method, r.Request.URL.Path, r.StatusCode, r.code(), status, code, r.body)

@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -205,16 +204,6 @@ func (rec *recorder) Write(p []byte) (int, error) {
 	}
 	n, err := rec.ResponseWriter.Write(p)
 	rec.written += int64(n)
-	return n, err
-}
-
-// ReadFrom keeps sendfile working for blobs served from disk.
-func (rec *recorder) ReadFrom(r io.Reader) (int64, error) {
-	if rec.status == 0 {
-		rec.status = http.StatusOK
-	}
-	n, err := io.Copy(rec.ResponseWriter, r)
-	rec.written += n
 	return n, err
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"sync"
 
 	"github.com/berthhq/berth/oci"
 )
@@ -106,6 +107,74 @@ func (u *Upload) Write(p []byte) (int, error) {
 	u.h.Write(p[:n])
 	return n, err
 }
+
+// ReadFrom appends everything r yields. Hashing is the costliest step of an
+// upload, so a second goroutine hashes each buffer while the next one is read
+// and written: hashing overlaps the network and the disk instead of adding
+// to them.
+func (u *Upload) ReadFrom(r io.Reader) (int64, error) {
+	free := make(chan *[copyBufferSize]byte, 2)
+	full := make(chan []byte, 2)
+	for range 2 {
+		free <- copyBuffers.Get().(*[copyBufferSize]byte)
+	}
+	hashed := make(chan struct{})
+	go func() {
+		defer close(hashed)
+		for p := range full {
+			u.h.Write(p)
+			free <- (*[copyBufferSize]byte)(p[:copyBufferSize])
+		}
+	}()
+
+	var total int64
+	var err error
+	for {
+		buf := <-free
+		n, rerr := fill(r, buf[:])
+		if n > 0 {
+			if _, err = u.w.Write(buf[:n]); err != nil {
+				free <- buf
+				break
+			}
+			total += int64(n)
+			full <- buf[:n]
+		} else {
+			free <- buf
+		}
+		if rerr != nil {
+			if rerr != io.EOF {
+				err = rerr
+			}
+			break
+		}
+	}
+	close(full)
+	<-hashed
+	for range 2 {
+		copyBuffers.Put(<-free)
+	}
+	return total, err
+}
+
+// fill reads into buf until it is full or r fails; io.EOF means r ended.
+func fill(r io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		m, err := r.Read(buf[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// copyBufferSize is the unit of upload I/O: large enough that a write and a
+// hash call per buffer cost nothing beside the bytes.
+const copyBufferSize = 1 << 20
+
+var copyBuffers = sync.Pool{New: func() any { return new([copyBufferSize]byte) }}
 
 // Size is the number of bytes uploaded so far.
 func (u *Upload) Size() int64 { return u.w.Size() }

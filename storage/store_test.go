@@ -23,7 +23,7 @@ import (
 // process opening that directory would.
 func newStore(t *testing.T, dir string) *storage.Store {
 	t.Helper()
-	d, err := disk.New(dir)
+	d, err := disk.New(dir, disk.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

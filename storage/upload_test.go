@@ -2,6 +2,7 @@ package storage_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"strings"
@@ -193,4 +194,61 @@ func TestListUploads(t *testing.T) {
 			t.Errorf("ListUploads: %s = %d (seen %v), want %d", id, size, ok, n)
 		}
 	}
+}
+
+// trickle yields its data a few odd-sized reads at a time, then an optional error.
+type trickle struct {
+	data []byte
+	err  error
+	n    int
+}
+
+func (r *trickle) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		if r.err != nil {
+			return 0, r.err
+		}
+		return 0, io.EOF
+	}
+	r.n++
+	k := min(len(p), len(r.data), 1+r.n*7919%300000)
+	copy(p, r.data[:k])
+	r.data = r.data[k:]
+	return k, nil
+}
+
+// TestReadFrom: the pipelined copy hashes exactly the bytes it writes, in
+// order, across many buffers and odd read sizes, and reports a reader's error.
+func TestReadFrom(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t, t.TempDir())
+	data := make([]byte, 5<<20+12345)
+	for i := range data {
+		data[i] = byte(i*31 + i/7)
+	}
+	up, err := s.StartUpload(ctx, "readfrom")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := up.ReadFrom(&trickle{data: data})
+	if err != nil || n != int64(len(data)) || up.Size() != n {
+		t.Fatalf("ReadFrom = %d, %v; size %d; want %d", n, err, up.Size(), len(data))
+	}
+	want := oci.FromBytes(data)
+	if _, err := up.Commit(ctx, want); err != nil {
+		t.Fatalf("commit: %v", err)
+	}
+	if got := readBlob(t, s, want); got != string(data) {
+		t.Fatal("stored bytes differ")
+	}
+
+	up, err = s.StartUpload(ctx, "broken")
+	if err != nil {
+		t.Fatal(err)
+	}
+	boom := errors.New("connection reset")
+	if _, err := up.ReadFrom(&trickle{data: data[:3<<20], err: boom}); !errors.Is(err, boom) {
+		t.Fatalf("ReadFrom of a failing reader: %v, want %v", err, boom)
+	}
+	up.Close()
 }

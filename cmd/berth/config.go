@@ -19,6 +19,7 @@ import (
 type config struct {
 	Addr                string
 	DataDir             string
+	DiskFsync           bool
 	Database            string
 	LogLevel            string
 	LogFormat           string
@@ -32,6 +33,7 @@ type config struct {
 func (c *config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Addr, "addr", ":5000", "address to serve the registry API on")
 	fs.StringVar(&c.DataDir, "data", "./data", "directory for blobs and uploads (the disk storage driver)")
+	fs.BoolVar(&c.DiskFsync, "storage.disk.fsync", true, "fsync blobs before acknowledging them; false is faster but a machine crash can lose acknowledged blobs")
 	fs.StringVar(&c.Database, "database", "", "SQLite database file for metadata (default <data>/berth.db)")
 	fs.StringVar(&c.LogLevel, "log.level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log.format", "text", "log format: text or json")

@@ -10,7 +10,7 @@ import (
 
 func TestConfigPrecedence(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "berth.yaml")
-	os.WriteFile(file, []byte("addr: \":7000\"\ndata: /srv/berth\nlog:\n  level: warn\n  format: json\nuploads:\n  max-age: 2h\n"), 0o644)
+	os.WriteFile(file, []byte("addr: \":7000\"\ndata: /srv/berth\nlog:\n  level: warn\n  format: json\nuploads:\n  max-age: 2h\nstorage:\n  disk:\n    fsync: false\n"), 0o644)
 	t.Setenv("BERTH_LOG_LEVEL", "debug")
 	t.Setenv("BERTH_UPLOADS_PURGE_INTERVAL", "1m")
 
@@ -21,6 +21,7 @@ func TestConfigPrecedence(t *testing.T) {
 	want := config{
 		Addr:                "127.0.0.1:7001",                        // flag beats file
 		DataDir:             "/srv/berth",                            // file beats default
+		DiskFsync:           false,                                   // nested keys and booleans from the file
 		Database:            filepath.Join("/srv/berth", "berth.db"), // derived
 		LogLevel:            "debug",                                 // environment beats file
 		LogFormat:           "json",

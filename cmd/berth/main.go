@@ -81,7 +81,7 @@ func serve(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	driver, err := disk.New(c.DataDir)
+	driver, err := disk.New(c.DataDir, disk.Options{NoSync: !c.DiskFsync})
 	if err != nil {
 		return err
 	}

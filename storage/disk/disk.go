@@ -12,21 +12,32 @@ import (
 	"strings"
 
 	"github.com/berthhq/berth/storage"
+	"golang.org/x/sys/unix"
 )
 
 // Driver stores objects as files under a root directory.
 type Driver struct {
-	root string
+	root   string
+	noSync bool
+}
+
+// Options tune a Driver.
+type Options struct {
+	// NoSync skips every fsync: writes are faster, but a crash of the
+	// machine can lose or truncate blobs the registry already acknowledged.
+	// For caches and mirrors that can refetch, or filesystems that sync
+	// themselves.
+	NoSync bool
 }
 
 var _ storage.Driver = (*Driver)(nil)
 
 // New returns a driver rooted at dir, creating it if needed.
-func New(dir string) (*Driver, error) {
+func New(dir string, o Options) (*Driver, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("disk: %w", err)
 	}
-	return &Driver{root: dir}, nil
+	return &Driver{root: dir, noSync: o.NoSync}, nil
 }
 
 // path maps a key to a file name, refusing keys that would escape the root.
@@ -115,7 +126,7 @@ func (d *Driver) Writer(_ context.Context, key string, offset int64) (storage.Wr
 		f.Close()
 		return nil, err
 	}
-	return &writer{f: f, size: offset}, nil
+	return &writer{f: f, size: offset, flushed: offset, noSync: d.noSync}, nil
 }
 
 // Move renames from to to, creating the destination's directory.
@@ -133,6 +144,9 @@ func (d *Driver) Move(_ context.Context, from, to string) error {
 	}
 	if err := os.Rename(src, dst); err != nil {
 		return notFound(err)
+	}
+	if d.noSync {
+		return nil
 	}
 	// The rename is durable only once the directory holding the new name is.
 	return syncDir(filepath.Dir(dst))
@@ -205,14 +219,27 @@ func (d *Driver) List(ctx context.Context, prefix string, fn func(storage.Object
 }
 
 type writer struct {
-	f    *os.File
-	size int64
-	done bool
+	f       *os.File
+	size    int64
+	flushed int64 // bytes handed to the kernel's writeback
+	noSync  bool
+	done    bool
 }
+
+// writebackChunk is how many written bytes start their way to the disk at
+// once. Starting writeback while the upload streams in, rather than all at
+// Commit's fsync, overlaps the disk with the network.
+const writebackChunk = 8 << 20
 
 func (w *writer) Write(p []byte) (int, error) {
 	n, err := w.f.Write(p)
 	w.size += int64(n)
+	if !w.noSync && w.size-w.flushed >= writebackChunk {
+		// Asynchronous and advisory: an error here changes nothing that
+		// Commit's fsync does not check.
+		unix.SyncFileRange(int(w.f.Fd()), w.flushed, w.size-w.flushed, unix.SYNC_FILE_RANGE_WRITE)
+		w.flushed = w.size
+	}
 	return n, err
 }
 
@@ -223,6 +250,9 @@ func (w *writer) Commit(context.Context) error {
 		return nil
 	}
 	w.done = true
+	if w.noSync {
+		return w.f.Close()
+	}
 	if err := w.f.Sync(); err != nil {
 		w.f.Close()
 		return err

@@ -15,7 +15,7 @@ import (
 
 func newDriver(t *testing.T, dir string) *disk.Driver {
 	t.Helper()
-	d, err := disk.New(dir)
+	d, err := disk.New(dir, disk.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
