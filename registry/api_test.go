@@ -182,6 +182,18 @@ func TestManifests(t *testing.T) {
 			t.Fatalf("HEAD %s: %d, length %d, body %d bytes", ref, r.StatusCode, r.ContentLength, len(r.body))
 		}
 	}
+	// Accept is honoured: a client that lists only other types is refused.
+	for accept, ok := range map[string]bool{
+		"": true, "*/*": true, oci.MediaTypeImageManifest: true,
+		oci.MediaTypeDockerManifest + ", " + oci.MediaTypeImageManifest + ";q=0.5": true,
+		oci.MediaTypeDockerManifest:                                     false,
+		oci.MediaTypeDockerManifestList + "," + oci.MediaTypeImageIndex: false,
+	} {
+		r := s.do("GET", "/v2/app/manifests/v1", nil, "Accept", accept)
+		if (r.StatusCode == http.StatusOK) != ok || (!ok && r.code() != codeManifestUnknown) {
+			t.Fatalf("Accept %q: %d %s", accept, r.StatusCode, r.body)
+		}
+	}
 	// An index of it, and an artifact about it.
 	index := []byte(fmt.Sprintf(`{"schemaVersion":2,"mediaType":%q,"manifests":[%s]}`, oci.MediaTypeImageIndex, desc(oci.MediaTypeImageManifest, d, len(m))))
 	s.do("PUT", "/v2/app/manifests/multi", index, "Content-Type", oci.MediaTypeImageIndex).expect(t, http.StatusCreated, "")

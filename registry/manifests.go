@@ -33,6 +33,11 @@ func (reg *Registry) getManifest(w http.ResponseWriter, r *http.Request, rt rout
 	if err != nil {
 		return err
 	}
+	if !accepts(r.Header.Values("Accept"), m.MediaType) {
+		e := manifestUnknown(ref)
+		e.Message = "the manifest is " + m.MediaType + ", which the Accept header does not list"
+		return e
+	}
 	h := w.Header()
 	h.Set("Content-Type", m.MediaType)
 	h.Set("Docker-Content-Digest", string(m.Digest))
@@ -43,6 +48,28 @@ func (reg *Registry) getManifest(w http.ResponseWriter, r *http.Request, rt rout
 		w.Write(m.Payload)
 	}
 	return nil
+}
+
+// accepts reports whether a client that sent these Accept headers can take
+// a manifest of mediaType. Registries never convert manifests, so a client
+// that lists only types other than the stored one (an old client that cannot
+// read an OCI index, say) gets MANIFEST_UNKNOWN, as from the reference
+// registry; no Accept header, or */*, takes anything.
+func accepts(accept []string, mediaType string) bool {
+	listed := false
+	for _, value := range accept {
+		for _, part := range strings.Split(value, ",") {
+			mt, _, _ := strings.Cut(part, ";")
+			switch mt = strings.TrimSpace(mt); mt {
+			case "":
+			case mediaType, "*/*":
+				return true
+			default:
+				listed = true
+			}
+		}
+	}
+	return !listed
 }
 
 // putManifest stores a manifest after checking that it parses, that its
