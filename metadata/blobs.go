@@ -27,10 +27,7 @@ func (tx *Tx) LinkBlob(ctx context.Context, repo string, d oci.Digest, size int6
 // when from does not link it. No bytes move.
 func (tx *Tx) MountBlob(ctx context.Context, repo, from string, d oci.Digest) (int64, error) {
 	var size int64
-	err := tx.queryRow(ctx, `SELECT b.size FROM repository_blobs rb
-		JOIN repositories r ON r.id = rb.repository_id
-		JOIN blobs b ON b.digest = rb.digest
-		WHERE r.name = $1 AND rb.digest = $2 AND b.state = 'live'`, from, d).Scan(&size)
+	err := tx.queryRow(ctx, blobInRepoQuery, from, d).Scan(&size)
 	if err != nil {
 		return 0, noRows(err)
 	}
@@ -54,9 +51,12 @@ func (tx *Tx) UnlinkBlob(ctx context.Context, repo string, d oci.Digest) error {
 // BlobInRepo returns the size of a blob the repository links, or ErrNotFound.
 func (db *DB) BlobInRepo(ctx context.Context, repo string, d oci.Digest) (int64, error) {
 	var size int64
-	err := db.queryRow(ctx, `SELECT b.size FROM repository_blobs rb
-		JOIN repositories r ON r.id = rb.repository_id
-		JOIN blobs b ON b.digest = rb.digest
-		WHERE r.name = $1 AND rb.digest = $2 AND b.state = 'live'`, repo, d).Scan(&size)
+	err := db.queryRow(ctx, blobInRepoQuery, repo, d).Scan(&size)
 	return size, noRows(err)
 }
+
+// blobInRepoQuery selects the size of a live blob that a repository links.
+const blobInRepoQuery = `SELECT b.size FROM repository_blobs rb
+	JOIN repositories r ON r.id = rb.repository_id
+	JOIN blobs b ON b.digest = rb.digest
+	WHERE r.name = $1 AND rb.digest = $2 AND b.state = 'live'`

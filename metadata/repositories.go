@@ -13,9 +13,7 @@ func (tx *Tx) EnsureRepository(ctx context.Context, name string) (int64, error) 
 		name, tx.now); err != nil {
 		return 0, err
 	}
-	var id int64
-	err := tx.queryRow(ctx, `SELECT id FROM repositories WHERE name = $1`, name).Scan(&id)
-	return id, err
+	return tx.repositoryID(ctx, name)
 }
 
 // repositoryID returns the id of an existing repository, or ErrNotFound.
