@@ -21,8 +21,9 @@ var (
 //
 // Move publishes an object atomically, so a reader of a moved key never sees
 // a partial object. Before Commit a Writer's bytes are reachable only by
-// resuming it with Writer; whether Stat or List also see them depends on the
-// backend, and the Store never relies on either. Every method is safe for concurrent use;
+// resuming it with Writer (whether Stat sees them depends on the backend, and
+// the Store never relies on it), and List reports their key so that abandoned
+// uploads can be found. Every method is safe for concurrent use;
 // concurrent writers to one key are the caller's to prevent (the Store gives
 // each upload its own key).
 type Driver interface {
@@ -36,10 +37,13 @@ type Driver interface {
 	Writer(ctx context.Context, key string, offset int64) (Writer, error)
 	// Move atomically replaces the object at to with the one at from.
 	Move(ctx context.Context, from, to string) error
-	// Delete removes the object at key; deleting a missing key is not an error.
+	// Delete removes the object at key and whatever an uncommitted Writer
+	// left under it; deleting a missing key is not an error.
 	Delete(ctx context.Context, key string) error
-	// List calls fn for every object whose key starts with prefix, in no
-	// particular order, and stops at fn's first error.
+	// List calls fn for every key under prefix that holds a committed object
+	// or an uncommitted Writer's bytes, once each, in no particular order,
+	// and stops at fn's first error. ModTime is when the key was last
+	// written, as near as the backend knows.
 	List(ctx context.Context, prefix string, fn func(Object) error) error
 }
 
