@@ -19,7 +19,8 @@ func blobUnknown(d oci.Digest) *apiError {
 	return e
 }
 
-// getBlob serves a blob the repository links, with ranges.
+// getBlob serves a blob the repository links, with ranges, or redirects to
+// the storage when so configured.
 //
 // Spec: "Pulling blobs", GET and HEAD /v2/<name>/blobs/<digest>.
 func (reg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) error {
@@ -38,6 +39,17 @@ func (reg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) e
 			return blobUnknown(d)
 		}
 		return serveBlob(w, r, d, bytes.NewReader(m.Payload))
+	}
+	if reg.redirect > 0 && r.Method == http.MethodGet {
+		url, err := reg.store.RedirectURL(ctx, d, reg.redirect)
+		if err != nil {
+			return err
+		}
+		if url != "" {
+			w.Header().Set("Docker-Content-Digest", string(d))
+			http.Redirect(w, r, url, http.StatusTemporaryRedirect)
+			return nil
+		}
 	}
 	f, err := reg.store.Open(ctx, d)
 	if errors.Is(err, storage.ErrNotFound) {

@@ -16,15 +16,19 @@ type Options struct {
 	Store  *storage.Store
 	DB     *metadata.DB
 	Logger *slog.Logger
+	// RedirectExpiry, when positive and the storage can presign URLs, makes
+	// blob GETs answer 307 to a URL valid that long instead of streaming.
+	RedirectExpiry time.Duration
 }
 
 // Registry serves the OCI distribution API.
 type Registry struct {
-	store   *storage.Store
-	db      *metadata.DB
-	log     *slog.Logger
-	uploads keyedMutex
-	routes  map[routeKey]handlerFunc
+	store    *storage.Store
+	db       *metadata.DB
+	log      *slog.Logger
+	redirect time.Duration
+	uploads  keyedMutex
+	routes   map[routeKey]handlerFunc
 }
 
 type routeKey struct{ endpoint, method string }
@@ -35,7 +39,7 @@ func New(o Options) *Registry {
 	if log == nil {
 		log = slog.Default()
 	}
-	reg := &Registry{store: o.Store, db: o.DB, log: log}
+	reg := &Registry{store: o.Store, db: o.DB, log: log, redirect: o.RedirectExpiry}
 	reg.routes = map[routeKey]handlerFunc{
 		{epBase, http.MethodGet}:        reg.base,
 		{epBase, http.MethodHead}:       reg.base,

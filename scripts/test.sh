@@ -4,12 +4,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v skopeo >/dev/null; then
-	echo "installing skopeo (Debian package) for the client tests"
+# Debian packages the suites drive: skopeo (a client), PostgreSQL (the
+# replicated metadata backend) and nginx (the load balancer of the replica test).
+need=()
+command -v skopeo >/dev/null || need+=(skopeo)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
+if [ ${#need[@]} -gt 0 ]; then
+	echo "installing ${need[*]} (Debian packages) for the tests"
 	sudo=""
 	[ "$(id -u)" -eq 0 ] || sudo="sudo"
 	$sudo apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq skopeo >/dev/null
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
 go vet ./...

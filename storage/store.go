@@ -9,6 +9,7 @@ import (
 	"hash"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/berthhq/berth/oci"
 )
@@ -48,6 +49,22 @@ func (s *Store) Stat(ctx context.Context, d oci.Digest) (int64, error) {
 // Open returns a reader of a stored blob, or ErrNotFound.
 func (s *Store) Open(ctx context.Context, d oci.Digest) (io.ReadSeekCloser, error) {
 	return s.d.Open(ctx, BlobKey(d))
+}
+
+// Presigner is a Driver whose objects clients can fetch directly, by a URL
+// that grants access for a while (S3's presigned URLs).
+type Presigner interface {
+	PresignGet(ctx context.Context, key string, expiry time.Duration) (string, error)
+}
+
+// RedirectURL returns a URL from which a client can fetch blob d directly
+// for the next expiry, or "" when the driver serves bytes only through Berth.
+func (s *Store) RedirectURL(ctx context.Context, d oci.Digest, expiry time.Duration) (string, error) {
+	p, ok := s.d.(Presigner)
+	if !ok {
+		return "", nil
+	}
+	return p.PresignGet(ctx, BlobKey(d), expiry)
 }
 
 // Delete removes a blob's bytes. Metadata must have forgotten it first.
