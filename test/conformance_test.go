@@ -62,13 +62,19 @@ var conformanceEnv = []string{
 // repositories run beside the other tests' pushes of the same common blobs.
 func TestConformance(t *testing.T) {
 	t.Parallel()
-	bin := conformanceBin(t)
 	s := sharedServer(t)
+	runConformance(t, s.Host, s.dir)
+}
+
+// runConformance runs the suite against the registry at host, keeping its report under keep.
+func runConformance(t *testing.T, host, keep string) {
+	t.Helper()
+	bin := conformanceBin(t)
 	// Kept with the server logs if the run fails.
-	results := filepath.Join(s.dir, "conformance-results-"+hex.EncodeToString(randBytes(t, 4)))
+	results := filepath.Join(keep, "conformance-results-"+hex.EncodeToString(randBytes(t, 4)))
 	// An empty working directory: the suite would read an oci-conformance.yaml found there.
 	conf := tool{path: bin, dir: t.TempDir(), env: append([]string{
-		"OCI_REGISTRY=" + s.Host,
+		"OCI_REGISTRY=" + host,
 		"OCI_REPO1=" + uniqueRepo(t, "conformance"),
 		"OCI_REPO2=" + uniqueRepo(t, "conformance-crossmount"),
 		"OCI_RESULTS_DIR=" + results,

@@ -9,6 +9,7 @@ package test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -20,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/berthhq/berth/internal/testserver"
 )
 
 const (
@@ -44,6 +47,10 @@ func TestMain(m *testing.M) {
 	}
 	workDir = dir
 	code := m.Run()
+	// The replica test's S3 and PostgreSQL servers, if it started them.
+	if err := errors.Join(testserver.StopS3(), testserver.StopPostgres()); err != nil {
+		fmt.Fprintln(os.Stderr, "stopping test servers:", err)
+	}
 	if sharedSrv != nil {
 		if err := sharedSrv.stop(); err != nil {
 			fmt.Fprintf(os.Stderr, "shared server: %v\n%s", err, sharedSrv.logs.tail(100))

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berthhq/berth/storage/s3"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -19,7 +20,10 @@ import (
 type config struct {
 	Addr                string
 	DataDir             string
+	StorageDriver       string
 	DiskFsync           bool
+	S3                  s3.Options
+	Redirect            time.Duration
 	Database            string
 	LogLevel            string
 	LogFormat           string
@@ -28,13 +32,33 @@ type config struct {
 	ShutdownTimeout     time.Duration
 }
 
+// isPostgres reports whether the database option names a PostgreSQL server
+// rather than a SQLite file.
+func (c *config) isPostgres() bool {
+	return strings.HasPrefix(c.Database, "postgres://") || strings.HasPrefix(c.Database, "postgresql://")
+}
+
 // flags declares the options. A dotted name is a nested key in the YAML file
 // (log.level: under log:) and BERTH_LOG_LEVEL in the environment.
 func (c *config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Addr, "addr", ":5000", "address to serve the registry API on")
 	fs.StringVar(&c.DataDir, "data", "./data", "directory for blobs and uploads (the disk storage driver)")
+	fs.StringVar(&c.StorageDriver, "storage.driver", "disk", "where blob bytes live: disk (under --data) or s3")
 	fs.BoolVar(&c.DiskFsync, "storage.disk.fsync", true, "fsync blobs before acknowledging them; false is faster but a machine crash can lose acknowledged blobs")
-	fs.StringVar(&c.Database, "database", "", "SQLite database file for metadata (default <data>/berth.db)")
+	fs.DurationVar(&c.Redirect, "storage.redirect", 0, "answer blob GETs with a 307 to a presigned storage URL valid this long (s3 only; 0 streams through Berth)")
+	fs.StringVar(&c.S3.Bucket, "storage.s3.bucket", "", "S3 bucket (it must exist)")
+	fs.StringVar(&c.S3.Region, "storage.s3.region", "", "S3 region (default: the SDK's environment, else us-east-1)")
+	fs.StringVar(&c.S3.Endpoint, "storage.s3.endpoint", "", "URL of an S3-compatible server (default: AWS S3)")
+	fs.BoolVar(&c.S3.PathStyle, "storage.s3.path-style", false, "address buckets as <endpoint>/<bucket> (most S3-compatible servers need it)")
+	fs.StringVar(&c.S3.Prefix, "storage.s3.prefix", "", "prefix for every key, to share a bucket")
+	fs.StringVar(&c.S3.AccessKey, "storage.s3.access-key", "", "static access key (default: the SDK's credential chain: environment, shared config, web identity)")
+	fs.StringVar(&c.S3.SecretKey, "storage.s3.secret-key", "", "static secret key, with --storage.s3.access-key")
+	fs.StringVar(&c.S3.StorageClass, "storage.s3.storage-class", "", "storage class of stored objects (default: the bucket's)")
+	fs.StringVar(&c.S3.SSE, "storage.s3.sse", "", "server-side encryption: AES256 or aws:kms (default: the bucket's)")
+	fs.StringVar(&c.S3.SSEKMSKeyID, "storage.s3.sse-kms-key-id", "", "KMS key for --storage.s3.sse=aws:kms")
+	fs.Int64Var(&c.S3.PartSize, "storage.s3.part-size", 8<<20, "multipart part size in bytes, at least 5 MiB; also the memory each upload buffers")
+	fs.IntVar(&c.S3.MaxAttempts, "storage.s3.max-attempts", 5, "tries of an S3 request before its error is returned")
+	fs.StringVar(&c.Database, "database", "", "metadata database: a SQLite file, or a postgres:// URL (default <data>/berth.db)")
 	fs.StringVar(&c.LogLevel, "log.level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log.format", "text", "log format: text or json")
 	fs.DurationVar(&c.UploadMaxAge, "uploads.max-age", 24*time.Hour, "reclaim uploads untouched for this long")
@@ -110,6 +134,15 @@ func loadConfig(name string, args []string) (*config, error) {
 	}
 	if c.Database == "" {
 		c.Database = filepath.Join(c.DataDir, "berth.db")
+	}
+	switch c.StorageDriver {
+	case "disk":
+	case "s3":
+		if c.S3.Bucket == "" {
+			return nil, errors.New("storage.driver s3 needs storage.s3.bucket")
+		}
+	default:
+		return nil, fmt.Errorf("storage.driver: %q is neither disk nor s3", c.StorageDriver)
 	}
 	return c, nil
 }

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/berthhq/berth/storage/s3"
 )
 
 func TestConfigPrecedence(t *testing.T) {
@@ -19,8 +21,10 @@ func TestConfigPrecedence(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := config{
-		Addr:                "127.0.0.1:7001",                        // flag beats file
-		DataDir:             "/srv/berth",                            // file beats default
+		Addr:                "127.0.0.1:7001", // flag beats file
+		DataDir:             "/srv/berth",     // file beats default
+		StorageDriver:       "disk",
+		S3:                  s3.Options{PartSize: 8 << 20, MaxAttempts: 5},
 		DiskFsync:           false,                                   // nested keys and booleans from the file
 		Database:            filepath.Join("/srv/berth", "berth.db"), // derived
 		LogLevel:            "debug",                                 // environment beats file
@@ -53,5 +57,30 @@ func TestConfigErrors(t *testing.T) {
 	t.Setenv("BERTH_UPLOADS_MAX_AGE", "soon")
 	if _, err := loadConfig("serve", nil); err == nil || !strings.Contains(err.Error(), "BERTH_UPLOADS_MAX_AGE") {
 		t.Fatalf("bad environment value: %v", err)
+	}
+}
+
+// TestDeployConfigs: the example files in deploy/ load, and the single-node
+// one says exactly what the defaults are.
+func TestDeployConfigs(t *testing.T) {
+	defaults, err := loadConfig("serve", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	single, err := loadConfig("serve", []string{"--config", "../../deploy/berth.yaml"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	single.Database = filepath.Clean(single.Database)
+	if *single != *defaults {
+		t.Fatalf("deploy/berth.yaml differs from the defaults:\n file     %+v\n defaults %+v", *single, *defaults)
+	}
+	t.Setenv("BERTH_DATABASE", "postgres://berth:secret@db:5432/berth")
+	ha, err := loadConfig("serve", []string{"--config", "../../deploy/berth-ha.yaml"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ha.StorageDriver != "s3" || ha.S3.Bucket == "" || !ha.isPostgres() || ha.Database != "postgres://berth:secret@db:5432/berth" {
+		t.Fatalf("deploy/berth-ha.yaml: %+v", *ha)
 	}
 }

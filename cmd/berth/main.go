@@ -19,6 +19,7 @@ import (
 	"github.com/berthhq/berth/registry"
 	"github.com/berthhq/berth/storage"
 	"github.com/berthhq/berth/storage/disk"
+	"github.com/berthhq/berth/storage/s3"
 )
 
 const usage = `Berth is a container registry.
@@ -81,12 +82,15 @@ func serve(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	driver, err := disk.New(c.DataDir, disk.Options{NoSync: !c.DiskFsync})
+	store, err := openStore(ctx, c)
 	if err != nil {
 		return err
 	}
-	store := storage.NewStore(driver)
-	db, err := metadata.Open(ctx, metadata.Options{SQLitePath: c.Database})
+	mo := metadata.Options{SQLitePath: c.Database}
+	if c.isPostgres() {
+		mo = metadata.Options{PostgresURL: c.Database}
+	}
+	db, err := metadata.Open(ctx, mo)
 	if err != nil {
 		return err
 	}
@@ -97,14 +101,14 @@ func serve(args []string) error {
 		return err
 	}
 	srv := &http.Server{
-		Handler:           registry.New(registry.Options{Store: store, DB: db, Logger: log}),
+		Handler:           registry.New(registry.Options{Store: store, DB: db, Logger: log, RedirectExpiry: c.Redirect}),
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	go purgeUploads(ctx, log, db, store, c)
 
-	log.Info("berth serving", "addr", ln.Addr().String(), "data", c.DataDir, "database", c.Database)
+	log.Info("berth serving", "addr", ln.Addr().String(), "storage", c.StorageDriver, "metadata", map[bool]string{true: "postgres", false: c.Database}[c.isPostgres()])
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -116,6 +120,26 @@ func serve(args []string) error {
 	sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
 	defer cancel()
 	return srv.Shutdown(sctx)
+}
+
+// openStore opens the configured storage driver.
+func openStore(ctx context.Context, c *config) (*storage.Store, error) {
+	if c.StorageDriver == "s3" {
+		d, err := s3.New(ctx, c.S3)
+		if err != nil {
+			return nil, err
+		}
+		// A wrong bucket or credentials fail here, not on the first push.
+		if err := d.Check(ctx); err != nil {
+			return nil, err
+		}
+		return storage.NewStore(d), nil
+	}
+	d, err := disk.New(c.DataDir, disk.Options{NoSync: !c.DiskFsync})
+	if err != nil {
+		return nil, err
+	}
+	return storage.NewStore(d), nil
 }
 
 // purgeUploads reclaims abandoned uploads every purge interval.
