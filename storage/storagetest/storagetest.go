@@ -44,6 +44,8 @@ func Run(t *testing.T, newDriver func(t *testing.T) storage.Driver) {
 		{"PrefixIsNotAnObject", testPrefixIsNotAnObject},
 		{"List", testList},
 		{"ListStopsAtError", testListStopsAtError},
+		{"ListUncommitted", testListUncommitted},
+		{"DeleteDiscardsUncommitted", testDeleteDiscardsUncommitted},
 		{"ConcurrentWriters", testConcurrentWriters},
 		{"ConcurrentReaders", testConcurrentReaders},
 		{"LargeObject", testLargeObject},
