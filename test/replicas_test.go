@@ -1,10 +1,12 @@
 package test
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -83,6 +85,30 @@ func TestReplicas(t *testing.T) {
 		crane.run(t, "pull", "--insecure", "--format", "oci", replicas[2].ref(repo, ":v1"), layout)
 		served, _, _ := getManifest(t, replicas[0], repo, "v1")
 		expectSameBytes(t, "manifest pulled through another replica", layoutManifest(t, layout, ""), served)
+	})
+
+	t.Run("RedirectToS3", func(t *testing.T) {
+		r := startBerth(t, serverOptions{Name: "redirecting", Flags: append(flags, "--storage.redirect", "1m")})
+		repo := uniqueRepo(t, "replicas-redirect")
+		data := randBytes(t, 1<<20)
+		d := pushBlob(t, r, repo, data)
+		noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		resp, err := noFollow.Get(r.URL + "/v2/" + repo + "/blobs/" + d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusTemporaryRedirect || !strings.HasPrefix(loc, s3.Endpoint) {
+			t.Fatalf("blob GET: %d, Location %q; want 307 to %s", resp.StatusCode, loc, s3.Endpoint)
+		}
+		// A client following the redirect gets the bytes from S3; another repository still gets 404.
+		expectSameBytes(t, "blob fetched through the redirect", getBlob(t, r, repo, d), data)
+		expectAbsent(t, r, repo+"-other/blobs/"+d)
+		crane := tool{path: craneBin(t), env: []string{"DOCKER_CONFIG=" + t.TempDir()}}
+		img := newTestImage(t)
+		img.push(t, r, repo, "v1")
+		exported := crane.run(t, "export", "--insecure", r.ref(repo, ":v1"), "-")
+		expectFiles(t, "image pulled through redirects", untarFiles(t, bytes.NewReader(exported)), img.Files)
 	})
 
 	t.Run("KillDuringPush", func(t *testing.T) {
