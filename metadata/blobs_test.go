@@ -8,8 +8,10 @@ import (
 	"github.com/berthhq/berth/metadata"
 )
 
-func TestBlobIsolation(t *testing.T) {
-	db := openDB(t, newClock())
+func TestBlobIsolation(t *testing.T) { forEachBackend(t, testBlobIsolation) }
+
+func testBlobIsolation(t *testing.T, be backend) {
+	db := be.open(t, newClock())
 	a, b := newBlob("in A"), newBlob("in B")
 	link(t, db, "repo-a", a)
 	link(t, db, "repo-b", b)
@@ -37,8 +39,10 @@ func TestBlobIsolation(t *testing.T) {
 	}
 }
 
-func TestLinkBlobTwice(t *testing.T) {
-	db := openDB(t, newClock())
+func TestLinkBlobTwice(t *testing.T) { forEachBackend(t, testLinkBlobTwice) }
+
+func testLinkBlobTwice(t *testing.T, be backend) {
+	db := be.open(t, newClock())
 	b := newBlob("twice")
 	link(t, db, "app", b)
 	link(t, db, "app", b)
@@ -58,8 +62,10 @@ func mount(t *testing.T, db *metadata.DB, repo, from string, b blob) (int64, err
 	return size, err
 }
 
-func TestMountBlob(t *testing.T) {
-	db := openDB(t, newClock())
+func TestMountBlob(t *testing.T) { forEachBackend(t, testMountBlob) }
+
+func testMountBlob(t *testing.T, be backend) {
+	db := be.open(t, newClock())
 	b, other := newBlob("mountable"), newBlob("other")
 	link(t, db, "source", b)
 	link(t, db, "bystander", other)
@@ -85,8 +91,10 @@ func TestMountBlob(t *testing.T) {
 	}
 }
 
-func TestUnlinkBlob(t *testing.T) {
-	db := openDB(t, newClock())
+func TestUnlinkBlob(t *testing.T) { forEachBackend(t, testUnlinkBlob) }
+
+func testUnlinkBlob(t *testing.T, be backend) {
+	db := be.open(t, newClock())
 	b := newBlob("shared")
 	link(t, db, "a", b)
 	link(t, db, "b", b)

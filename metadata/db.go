@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"net/url"
 	"path"
 	"runtime"
@@ -15,6 +16,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/stdlib"
 	_ "modernc.org/sqlite" // the embedded database
 )
 
@@ -32,75 +36,203 @@ var (
 //go:embed migrations
 var migrations embed.FS
 
-// Options say which database to open.
+// Options say which database to open: exactly one of SQLitePath and
+// PostgresURL.
 type Options struct {
 	// SQLitePath is the database file of the embedded SQLite.
 	SQLitePath string
+	// PostgresURL is a PostgreSQL connection URL or keyword/value string, as
+	// pgx reads it (postgres://user:password@host:5432/berth?sslmode=require).
+	PostgresURL string
+	// PostgresConns caps the PostgreSQL connections that queries and
+	// transactions share; 0 means 4 × GOMAXPROCS, at least 16.
+	PostgresConns int
+	// PostgresLockConns caps the PostgreSQL connections that upload locks
+	// hold (one per upload being written); 0 means 64. They are a pool of
+	// their own so that held locks never starve the queries made under them.
+	PostgresLockConns int
 	// Now is the clock; nil means time.Now. Tests set it.
 	Now func() time.Time
 }
 
 // DB is the metadata store.
 type DB struct {
-	// SQLite allows one writer at a time: writes go through a pool of one
-	// connection, so they queue in Go rather than spin on SQLITE_BUSY, while
-	// reads proceed in parallel (WAL mode).
+	dialect *dialect
+	// On SQLite, which allows one writer at a time, writes go through a
+	// pool of one connection, so they queue in Go rather than spin on
+	// SQLITE_BUSY, while reads proceed in parallel (WAL mode). On
+	// PostgreSQL read and write are one pool.
 	read, write *sql.DB
 	reads       *stmts // prepared statements of the read pool
+	uploads     uploadLocks
 	now         func() time.Time
 }
 
+// dialect is what differs between the two databases: the migrations, and
+// how concurrent writers are kept apart. The queries are shared.
+type dialect struct {
+	name string // the directory of its migrations
+	// migrationsTable creates the record of applied migrations.
+	migrationsTable string
+	// prepareInTx prepares a transaction's statements: SQLite spends more
+	// parsing a statement than running it. pgx already prepares and caches
+	// every statement per connection by itself, and a statement prepared
+	// in a transaction would cost PostgreSQL two more round trips.
+	prepareInTx bool
+	// rowLocks: SELECT … FOR UPDATE and advisory locks exist (PostgreSQL).
+	// SQLite needs neither: it has one writer at a time.
+	rowLocks bool
+}
+
+var (
+	sqlite = &dialect{
+		name: "sqlite",
+		migrationsTable: `CREATE TABLE IF NOT EXISTS schema_migrations (
+			version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`,
+		prepareInTx: true,
+	}
+	postgres = &dialect{
+		name: "postgres",
+		migrationsTable: `CREATE TABLE IF NOT EXISTS schema_migrations (
+			version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)`,
+		rowLocks: true,
+	}
+)
+
 // Open opens (creating if needed) the database and brings its schema up to date.
 func Open(ctx context.Context, o Options) (*DB, error) {
-	if o.SQLitePath == "" {
+	var db *DB
+	var err error
+	switch {
+	case o.SQLitePath != "" && o.PostgresURL != "":
+		return nil, errors.New("metadata: both a SQLite path and a PostgreSQL URL are configured; choose one")
+	case o.SQLitePath != "":
+		db, err = openSQLite(o.SQLitePath)
+	case o.PostgresURL != "":
+		db, err = openPostgres(o)
+	default:
 		return nil, errors.New("metadata: no database configured")
 	}
-	q := url.Values{}
-	q.Add("_pragma", "journal_mode(WAL)")
-	q.Add("_pragma", "synchronous(FULL)")
-	q.Add("_pragma", "busy_timeout(10000)")
-	q.Add("_pragma", "foreign_keys(ON)")
-	q.Set("_txlock", "immediate")
-	dsn := "file:" + o.SQLitePath + "?" + q.Encode()
-	write, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("metadata: %w", err)
 	}
-	write.SetMaxOpenConns(1)
-	read, err := sql.Open("sqlite", dsn)
-	if err != nil {
-		write.Close()
-		return nil, fmt.Errorf("metadata: %w", err)
-	}
-	read.SetMaxOpenConns(max(4, 2*runtime.GOMAXPROCS(0)))
-	read.SetMaxIdleConns(max(4, 2*runtime.GOMAXPROCS(0)))
-	db := &DB{read: read, write: write, reads: &stmts{pool: read}, now: o.Now}
+	db.reads = &stmts{pool: db.read}
+	db.now = o.Now
 	if db.now == nil {
 		db.now = time.Now
 	}
-	if err := db.migrate(ctx, "sqlite"); err != nil {
+	if err := db.migrate(ctx); err != nil {
 		db.Close()
 		return nil, err
 	}
 	return db, nil
 }
 
+func openSQLite(path string) (*DB, error) {
+	q := url.Values{}
+	// busy_timeout first: the pragmas run in order, and switching a new
+	// file to WAL needs a lock another connection may hold.
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous(FULL)")
+	q.Add("_pragma", "foreign_keys(ON)")
+	q.Set("_txlock", "immediate")
+	dsn := "file:" + path + "?" + q.Encode()
+	write, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, err
+	}
+	write.SetMaxOpenConns(1)
+	read, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		write.Close()
+		return nil, err
+	}
+	read.SetMaxOpenConns(max(4, 2*runtime.GOMAXPROCS(0)))
+	read.SetMaxIdleConns(max(4, 2*runtime.GOMAXPROCS(0)))
+	return &DB{dialect: sqlite, read: read, write: write, uploads: &localLocks{}}, nil
+}
+
+func openPostgres(o Options) (*DB, error) {
+	cfg, err := pgx.ParseConfig(o.PostgresURL)
+	if err != nil {
+		return nil, err
+	}
+	pool := stdlib.OpenDB(*cfg)
+	n := o.PostgresConns
+	if n <= 0 {
+		n = max(16, 4*runtime.GOMAXPROCS(0))
+	}
+	pool.SetMaxOpenConns(n)
+	pool.SetMaxIdleConns(n)
+	pool.SetConnMaxIdleTime(5 * time.Minute)
+	locks := stdlib.OpenDB(*cfg)
+	n = o.PostgresLockConns
+	if n <= 0 {
+		n = 64
+	}
+	locks.SetMaxOpenConns(n)
+	locks.SetMaxIdleConns(min(n, 8))
+	locks.SetConnMaxIdleTime(5 * time.Minute)
+	return &DB{dialect: postgres, read: pool, write: pool, uploads: &pgLocks{pool: locks}}, nil
+}
+
 // Close closes the database.
 func (db *DB) Close() error {
-	return errors.Join(db.reads.close(), db.read.Close(), db.write.Close())
+	errs := []error{db.reads.close(), db.uploads.close(), db.read.Close()}
+	if db.write != db.read {
+		errs = append(errs, db.write.Close())
+	}
+	return errors.Join(errs...)
 }
 
 // Ping checks that the database answers.
 func (db *DB) Ping(ctx context.Context) error { return db.read.PingContext(ctx) }
 
+// migrationLock is the PostgreSQL advisory lock that replicas starting at
+// once take around their migrations, so exactly one applies each.
+var migrationLock = lockKey("berth", "migrations")
+
 // migrate applies the embedded migrations not yet recorded, each in its own
-// transaction, in file-name order.
-func (db *DB) migrate(ctx context.Context, dialect string) error {
-	if _, err := db.write.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`); err != nil {
+// transaction, in file-name order. On PostgreSQL it holds an advisory lock
+// meanwhile: the others wait, then find every migration recorded.
+func createMigrationsTable(ctx context.Context, conn *sql.Conn, ddl string) error {
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, ddl); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+func (db *DB) migrate(ctx context.Context) error {
+	// One connection throughout: the advisory lock belongs to a session.
+	var conn *sql.Conn
+	var err error
+	if db.dialect.rowLocks {
+		conn, err = advisoryLock(ctx, db.write, migrationLock)
+		if err == nil {
+			defer advisoryUnlock(conn, migrationLock)
+		}
+	} else {
+		conn, err = db.write.Conn(ctx)
+		if err == nil {
+			defer conn.Close()
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("metadata: migrations: %w", err)
 	}
-	dir := path.Join("migrations", dialect)
+	// In a transaction, which on SQLite takes the write lock first (BEGIN
+	// IMMEDIATE): as a lone statement it would read, then fail to upgrade to
+	// a write without waiting if another process created the table meanwhile.
+	if err := createMigrationsTable(ctx, conn, db.dialect.migrationsTable); err != nil {
+		return fmt.Errorf("metadata: migrations: %w", err)
+	}
+	dir := path.Join("migrations", db.dialect.name)
 	entries, err := fs.ReadDir(migrations, dir)
 	if err != nil {
 		return err
@@ -115,47 +247,101 @@ func (db *DB) migrate(ctx context.Context, dialect string) error {
 		if err != nil {
 			return err
 		}
-		err = db.InTx(ctx, func(tx *Tx) error {
-			var n int
-			if err := tx.tx.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = $1`, version).Scan(&n); err != nil || n > 0 {
-				return err
-			}
-			if _, err := tx.tx.ExecContext(ctx, string(body)); err != nil {
-				return err
-			}
-			_, err := tx.tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)`,
-				version, e.Name(), tx.now)
-			return err
-		})
-		if err != nil {
+		if err := db.applyMigration(ctx, conn, version, e.Name(), string(body)); err != nil {
 			return fmt.Errorf("metadata: migration %s: %w", e.Name(), err)
 		}
 	}
 	return nil
 }
 
+func (db *DB) applyMigration(ctx context.Context, conn *sql.Conn, version int, name, body string) error {
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = $1`, version).Scan(&n); err != nil || n > 0 {
+		return err
+	}
+	// No arguments: pgx sends the file as one simple query, so it may hold
+	// several statements, as SQLite's Exec allows.
+	if _, err := tx.ExecContext(ctx, body); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)`,
+		version, name, db.now().UnixNano()); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
 // Tx is a write transaction; see DB.InTx.
 type Tx struct {
 	tx    *sql.Tx
+	db    *DB
 	stmts map[string]*sql.Stmt // closed with the transaction
 	now   int64                // one timestamp for every row the transaction writes
 }
 
+// maxAttempts bounds how often InTx runs a transaction that PostgreSQL
+// aborted because of a concurrent one.
+const maxAttempts = 10
+
 // InTx runs fn in one write transaction: it commits if fn returns nil and
 // rolls back otherwise, so the facts fn records land together or not at all.
+//
+// On PostgreSQL a transaction that loses a race with another replica's
+// (a deadlock, a serialization failure) is rolled back and run again, up to
+// a few times: fn may run more than once and must only record facts
+// through tx, keeping nothing from a failed attempt.
 func (db *DB) InTx(ctx context.Context, fn func(*Tx) error) error {
+	for attempt := 1; ; attempt++ {
+		err := db.tryTx(ctx, fn)
+		if err == nil || attempt == maxAttempts || !db.retryable(err) || ctx.Err() != nil {
+			return err
+		}
+		// Back off, with jitter, so that the winners finish first and the
+		// losers do not meet again.
+		t := time.NewTimer(time.Duration(rand.Int64N(int64(time.Millisecond) << min(attempt, 7))))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+	}
+}
+
+func (db *DB) tryTx(ctx context.Context, fn func(*Tx) error) error {
 	sqlTx, err := db.write.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("metadata: begin: %w", err)
 	}
-	defer sqlTx.Rollback() // after Commit this does nothing; after a panic it frees the write connection
-	if err := fn(&Tx{tx: sqlTx, stmts: map[string]*sql.Stmt{}, now: db.now().UnixNano()}); err != nil {
+	defer sqlTx.Rollback() // after Commit this does nothing; after a panic it frees the connection
+	if err := fn(&Tx{tx: sqlTx, db: db, stmts: map[string]*sql.Stmt{}, now: db.now().UnixNano()}); err != nil {
 		return err
 	}
 	if err := sqlTx.Commit(); err != nil {
 		return fmt.Errorf("metadata: commit: %w", err)
 	}
 	return nil
+}
+
+// retryable reports whether err means that PostgreSQL aborted the
+// transaction for a concurrent one's sake, so running it again will do.
+func (db *DB) retryable(err error) bool {
+	var pgErr *pgconn.PgError
+	if !db.dialect.rowLocks || !errors.As(err, &pgErr) {
+		return false
+	}
+	switch pgErr.Code {
+	case "40001", "40P01": // serialization_failure, deadlock_detected
+		return true
+	case "23505": // unique_violation: only where two writers raced to open a tag's live row
+		return pgErr.ConstraintName == "tags_live"
+	}
+	return false
 }
 
 func noRows(err error) error {

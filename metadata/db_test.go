@@ -5,29 +5,46 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 
 	"github.com/berthhq/berth/metadata"
 	"github.com/berthhq/berth/oci"
+	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" driver, for rawDB
 )
 
-func TestOpenRequiresPath(t *testing.T) {
-	if db, err := metadata.Open(t.Context(), metadata.Options{}); err == nil {
-		db.Close()
-		t.Error("Open without a database path succeeded")
+func TestOpenNeedsOneDatabase(t *testing.T) {
+	for name, o := range map[string]metadata.Options{
+		"none": {},
+		"both": {SQLitePath: filepath.Join(t.TempDir(), "berth.db"), PostgresURL: "postgres://127.0.0.1:1/berth"},
+	} {
+		if db, err := metadata.Open(t.Context(), o); err == nil {
+			db.Close()
+			t.Errorf("Open with %s database configured succeeded", name)
+		}
 	}
 }
 
-// migrations reads the schema_migrations table directly.
-func migrations(t *testing.T, path string) []string {
+// rawDB opens the database of o without the metadata package.
+func rawDB(t *testing.T, o metadata.Options) *sql.DB {
 	t.Helper()
-	raw, err := sql.Open("sqlite", "file:"+path)
+	driver, dsn := "sqlite", "file:"+o.SQLitePath
+	if o.PostgresURL != "" {
+		driver, dsn = "pgx", o.PostgresURL
+	}
+	raw, err := sql.Open(driver, dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer raw.Close()
-	rows, err := raw.QueryContext(t.Context(), `SELECT name FROM schema_migrations ORDER BY version`)
+	t.Cleanup(func() { raw.Close() })
+	return raw
+}
+
+// migrations reads the schema_migrations table directly.
+func migrations(t *testing.T, o metadata.Options) []string {
+	t.Helper()
+	rows, err := rawDB(t, o).QueryContext(t.Context(), `SELECT name FROM schema_migrations ORDER BY version`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,10 +60,12 @@ func migrations(t *testing.T, path string) []string {
 	return names
 }
 
-func TestMigrationsReopen(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "berth.db")
+func TestMigrationsReopen(t *testing.T) { forEachBackend(t, testMigrationsReopen) }
+
+func testMigrationsReopen(t *testing.T, be backend) {
+	o := be.fresh(t)
 	b := newBlob("kept across restarts")
-	db := openAt(t, path, nil)
+	db := openWith(t, o, nil)
 	if err := db.Ping(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -54,25 +73,61 @@ func TestMigrationsReopen(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	applied := migrations(t, path)
+	applied := migrations(t, o)
 	if len(applied) == 0 || applied[0] != "0001_init.sql" {
 		t.Fatalf("applied migrations = %q, want 0001_init.sql first", applied)
 	}
 
 	for i := range 2 {
-		db := openAt(t, path, nil)
+		db := openWith(t, o, nil)
 		if size, err := db.BlobInRepo(t.Context(), "app", b.digest); err != nil || size != b.size {
 			t.Errorf("reopen %d: BlobInRepo = %d, %v; want %d", i, size, err, b.size)
 		}
 		db.Close()
-		if again := migrations(t, path); len(again) != len(applied) {
+		if again := migrations(t, o); len(again) != len(applied) {
 			t.Errorf("reopen %d: migrations = %q, want %q once each", i, again, applied)
 		}
 	}
 }
 
-func TestInTxRollsBack(t *testing.T) {
-	db := openDB(t, nil)
+// TestMigrationsConcurrentOpen: replicas that start at once on an empty
+// database all open it, and each migration is applied once.
+func TestMigrationsConcurrentOpen(t *testing.T) { forEachBackend(t, testMigrationsConcurrentOpen) }
+
+func testMigrationsConcurrentOpen(t *testing.T, be backend) {
+	o := be.fresh(t)
+	const replicas = 8
+	start := make(chan struct{})
+	errs := make(chan error, replicas)
+	var wg sync.WaitGroup
+	for range replicas {
+		wg.Go(func() {
+			<-start
+			db, err := metadata.Open(t.Context(), o)
+			if err == nil {
+				err = db.Close()
+			}
+			errs <- err
+		})
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("Open: %v", err)
+		}
+	}
+	applied := migrations(t, o)
+	if len(applied) == 0 || applied[0] != "0001_init.sql" || len(applied) != len(slices.Compact(slices.Clone(applied))) {
+		t.Errorf("applied migrations = %q, want each once", applied)
+	}
+}
+
+func TestInTxRollsBack(t *testing.T) { forEachBackend(t, testInTxRollsBack) }
+
+func testInTxRollsBack(t *testing.T, be backend) {
+	db := be.open(t, nil)
 	b := newBlob("rolled back")
 	boom := errors.New("boom")
 	err := db.InTx(t.Context(), func(tx *metadata.Tx) error {
@@ -98,10 +153,12 @@ func TestInTxRollsBack(t *testing.T) {
 	}
 }
 
-// TestConcurrentWriters: SQLite has one writer; concurrent transactions
-// queue for it and all succeed, while reads go on. Run with -race.
-func TestConcurrentWriters(t *testing.T) {
-	db := openDB(t, nil)
+// TestConcurrentWriters: concurrent transactions on one handle all succeed
+// (on SQLite they queue for its one writer), while reads go on. Run with -race.
+func TestConcurrentWriters(t *testing.T) { forEachBackend(t, testConcurrentWriters) }
+
+func testConcurrentWriters(t *testing.T, be backend) {
+	db := be.open(t, nil)
 	config := newBlob("shared config")
 	const writers = 16
 	var wg sync.WaitGroup

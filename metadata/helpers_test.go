@@ -4,11 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/berthhq/berth/internal/testserver"
 	"github.com/berthhq/berth/metadata"
 	"github.com/berthhq/berth/oci"
 )
@@ -35,15 +38,49 @@ func (c *clock) tick() time.Time {
 	return c.t
 }
 
-// openDB opens a fresh SQLite database in a temporary directory.
-func openDB(t *testing.T, c *clock) *metadata.DB {
-	t.Helper()
-	return openAt(t, filepath.Join(t.TempDir(), "berth.db"), c)
+// backend is one of the databases every test runs on.
+type backend struct {
+	name string
+	// fresh returns the options of a new, empty database.
+	fresh func(t testing.TB) metadata.Options
 }
 
-func openAt(t *testing.T, path string, c *clock) *metadata.DB {
+var backends = []backend{
+	{"sqlite", func(t testing.TB) metadata.Options {
+		return metadata.Options{SQLitePath: filepath.Join(t.TempDir(), "berth.db")}
+	}},
+	{"postgres", func(t testing.TB) metadata.Options {
+		return metadata.Options{PostgresURL: testserver.Postgres(t)}
+	}},
+}
+
+// forEachBackend runs test once per backend, as subtests named after them.
+func forEachBackend(t *testing.T, test func(t *testing.T, b backend)) {
 	t.Helper()
-	o := metadata.Options{SQLitePath: path}
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) { test(t, b) })
+	}
+}
+
+// TestMain stops the PostgreSQL server the tests started.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if err := testserver.StopPostgres(); err != nil {
+		fmt.Fprintln(os.Stderr, "stopping PostgreSQL:", err)
+		code = 1
+	}
+	os.Exit(code)
+}
+
+// open opens a fresh database.
+func (b backend) open(t testing.TB, c *clock) *metadata.DB {
+	t.Helper()
+	return openWith(t, b.fresh(t), c)
+}
+
+// openWith opens the database o names, closing it when the test ends.
+func openWith(t testing.TB, o metadata.Options, c *clock) *metadata.DB {
+	t.Helper()
 	if c != nil {
 		o.Now = c.Now
 	}
@@ -99,7 +136,7 @@ func descriptor(mediaType string, b blob) map[string]any {
 	return map[string]any{"mediaType": mediaType, "digest": b.digest, "size": b.size}
 }
 
-func parse(t *testing.T, doc map[string]any) manifest {
+func parse(t testing.TB, doc map[string]any) manifest {
 	t.Helper()
 	payload, err := json.Marshal(doc)
 	if err != nil {
@@ -113,7 +150,7 @@ func parse(t *testing.T, doc map[string]any) manifest {
 }
 
 // image is an OCI image manifest over config and layers.
-func image(t *testing.T, config blob, layers ...blob) manifest {
+func image(t testing.TB, config blob, layers ...blob) manifest {
 	t.Helper()
 	ls := []any{}
 	for _, l := range layers {

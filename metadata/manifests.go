@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 
 	"github.com/berthhq/berth/oci"
 )
@@ -71,7 +72,9 @@ func (tx *Tx) PutManifest(ctx context.Context, repo string, d oci.Digest, m *oci
 		ON CONFLICT (repository_id, digest) DO UPDATE SET linked_at = excluded.linked_at`, id, d, tx.now); err != nil {
 		return err
 	}
-	for _, tag := range tags {
+	// In one order, so that two pushes naming the same tags never wait on
+	// each other's tag locks in a cycle.
+	for _, tag := range slices.Compact(slices.Sorted(slices.Values(tags))) {
 		if _, err := tx.moveTag(ctx, id, tag, d, c); err != nil {
 			return err
 		}
@@ -174,7 +177,11 @@ func (tx *Tx) DeleteManifest(ctx context.Context, repo string, d oci.Digest, c C
 	if n, _ := res.RowsAffected(); n == 0 {
 		return ErrNotFound
 	}
-	_, err = tx.exec(ctx, `UPDATE tags SET ended_at = $1, ended_by = $2, end_action = $3
+	// Concurrent pushes (PostgreSQL): one that points a tag at d linked d
+	// first, so the DELETE above waited for it to commit and this statement
+	// sees its row; one that moves a tag away from d holds the tag's row,
+	// so this statement waits for it and then leaves the row as it ended.
+	_, err = tx.exec(ctx, `UPDATE tags SET ended_at = `+endAt+`, ended_by = $2, end_action = $3
 		WHERE repository_id = $4 AND manifest_digest = $5 AND ended_at IS NULL`, tx.now, c.Actor, c.Action, id, d)
 	return err
 }

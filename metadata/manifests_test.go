@@ -10,8 +10,10 @@ import (
 	"github.com/berthhq/berth/oci"
 )
 
-func TestPutManifestResolves(t *testing.T) {
-	db := openDB(t, newClock())
+func TestPutManifestResolves(t *testing.T) { forEachBackend(t, testPutManifestResolves) }
+
+func testPutManifestResolves(t *testing.T, be backend) {
+	db := be.open(t, newClock())
 	config, layer := newBlob("config"), newBlob("layer")
 	link(t, db, "app", config, layer)
 	m := image(t, config, layer)
@@ -30,7 +32,9 @@ func TestPutManifestResolves(t *testing.T) {
 }
 
 // TestPutManifestRefuses: a refused manifest leaves no trace at all.
-func TestPutManifestRefuses(t *testing.T) {
+func TestPutManifestRefuses(t *testing.T) { forEachBackend(t, testPutManifestRefuses) }
+
+func testPutManifestRefuses(t *testing.T, be backend) {
 	config, layer, other := newBlob("config"), newBlob("layer"), newBlob("other")
 	child := image(t, config, layer)
 	tests := []struct {
@@ -56,7 +60,7 @@ func TestPutManifestRefuses(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			db := openDB(t, newClock())
+			db := be.open(t, newClock())
 			link(t, db, "elsewhere", config, layer, other)
 			mustPut(t, db, "elsewhere", child)
 			if len(tt.linked) > 0 {
@@ -84,8 +88,10 @@ func TestPutManifestRefuses(t *testing.T) {
 	}
 }
 
-func TestPutManifestForeignLayer(t *testing.T) {
-	db := openDB(t, newClock())
+func TestPutManifestForeignLayer(t *testing.T) { forEachBackend(t, testPutManifestForeignLayer) }
+
+func testPutManifestForeignLayer(t *testing.T, be backend) {
+	db := be.open(t, newClock())
 	config, local := newBlob("config"), newBlob("local layer")
 	foreign := newBlob("windows base layer")
 	link(t, db, "app", config, local)
@@ -111,8 +117,10 @@ func TestPutManifestForeignLayer(t *testing.T) {
 	}
 }
 
-func TestPutIndex(t *testing.T) {
-	db := openDB(t, newClock())
+func TestPutIndex(t *testing.T) { forEachBackend(t, testPutIndex) }
+
+func testPutIndex(t *testing.T, be backend) {
+	db := be.open(t, newClock())
 	config, amd, arm := newBlob("config"), newBlob("amd64"), newBlob("arm64")
 	link(t, db, "app", config, amd, arm)
 	a, b := image(t, config, amd), image(t, config, arm)
@@ -127,7 +135,11 @@ func TestPutIndex(t *testing.T) {
 }
 
 func TestPutSameManifestInTwoRepositories(t *testing.T) {
-	db := openDB(t, newClock())
+	forEachBackend(t, testPutSameManifestInTwoRepositories)
+}
+
+func testPutSameManifestInTwoRepositories(t *testing.T, be backend) {
+	db := be.open(t, newClock())
 	config, layer := newBlob("config"), newBlob("layer")
 	m := image(t, config, layer)
 	for _, repo := range []string{"a", "b"} {
@@ -143,9 +155,11 @@ func TestPutSameManifestInTwoRepositories(t *testing.T) {
 	}
 }
 
-func TestDeleteManifest(t *testing.T) {
+func TestDeleteManifest(t *testing.T) { forEachBackend(t, testDeleteManifest) }
+
+func testDeleteManifest(t *testing.T, be backend) {
 	c := newClock()
-	db := openDB(t, c)
+	db := be.open(t, c)
 	config, l1, l2 := newBlob("config"), newBlob("one"), newBlob("two")
 	link(t, db, "app", config, l1, l2)
 	m1, m2 := image(t, config, l1), image(t, config, l2)
@@ -184,9 +198,11 @@ func TestDeleteManifest(t *testing.T) {
 	}
 }
 
-func TestReferrers(t *testing.T) {
+func TestReferrers(t *testing.T) { forEachBackend(t, testReferrers) }
+
+func testReferrers(t *testing.T, be backend) {
 	c := newClock()
-	db := openDB(t, c)
+	db := be.open(t, c)
 	config, layer, empty := newBlob("config"), newBlob("layer"), newBlob("{}")
 	subject := image(t, config, layer)
 	link(t, db, "app", config, layer, empty)

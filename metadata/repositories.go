@@ -32,8 +32,11 @@ func (db *DB) RepositoryExists(ctx context.Context, name string) (bool, error) {
 
 // Repositories returns up to n repository names after last, in lexical order.
 func (db *DB) Repositories(ctx context.Context, last string, n int) ([]string, error) {
-	return db.strings(ctx, `SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2`, last, n)
+	return db.strings(ctx, repositoriesQuery, last, n)
 }
+
+// repositoriesQuery lists repositories in the order of their unique index.
+const repositoriesQuery = `SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2`
 
 // strings runs a query whose rows are one text column.
 func (db *DB) strings(ctx context.Context, query string, args ...any) ([]string, error) {

@@ -9,7 +9,9 @@ import (
 
 // stmts prepares each query once per pool and keeps it: parsing and planning
 // a statement costs SQLite more than running it, and every read of the
-// registry's hot paths (a manifest GET, a tag list) is one small query.
+// registry's hot paths (a manifest GET, a tag list) is one small query. On
+// PostgreSQL database/sql prepares it on each connection of the pool the
+// first time that connection runs it.
 type stmts struct {
 	pool *sql.DB
 	m    sync.Map // query text → *sql.Stmt
@@ -62,11 +64,15 @@ func (db *DB) query(ctx context.Context, query string, args ...any) (*sql.Rows, 
 	return st.QueryContext(ctx, args...)
 }
 
-// stmt returns the statement prepared for query in this transaction. The
-// write pool's single connection is the transaction's, so statements cannot
-// be prepared outside it; reuse within it is what matters (a manifest's
+// stmt returns the statement prepared for query in this transaction, or
+// nil where the dialect does not prepare in transactions. SQLite's write
+// pool has one connection, the transaction's, so statements cannot be
+// prepared outside it; reuse within it is what matters (a manifest's
 // references are checked with one statement).
 func (tx *Tx) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
+	if !tx.db.dialect.prepareInTx {
+		return nil, nil
+	}
 	if st, ok := tx.stmts[query]; ok {
 		return st, nil
 	}
@@ -83,6 +89,9 @@ func (tx *Tx) exec(ctx context.Context, query string, args ...any) (sql.Result, 
 	if err != nil {
 		return nil, err
 	}
+	if st == nil {
+		return tx.tx.ExecContext(ctx, query, args...)
+	}
 	return st.ExecContext(ctx, args...)
 }
 
@@ -90,6 +99,9 @@ func (tx *Tx) queryRow(ctx context.Context, query string, args ...any) row {
 	st, err := tx.stmt(ctx, query)
 	if err != nil {
 		return errRow{err}
+	}
+	if st == nil {
+		return tx.tx.QueryRowContext(ctx, query, args...)
 	}
 	return st.QueryRowContext(ctx, args...)
 }

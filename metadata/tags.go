@@ -3,6 +3,7 @@ package metadata
 import (
 	"context"
 	"database/sql"
+	"strconv"
 
 	"github.com/berthhq/berth/oci"
 )
@@ -10,32 +11,82 @@ import (
 // moveTag points a tag at d: it closes the tag's live history row, if any,
 // and opens a new one. Pointing a tag where it already points changes
 // nothing. It returns the previous digest ("" for a new tag).
+//
+// A move happens after the row it closes opened, and after the tag's last
+// delete, even when this transaction's clock reads earlier (it began before
+// the other committed, or another replica's clock is ahead): the new row
+// starts at the latest of the three, so history rows chain without overlap.
 func (tx *Tx) moveTag(ctx context.Context, repoID int64, tag string, d oci.Digest, c Change) (oci.Digest, error) {
+	if err := tx.lockTag(ctx, repoID, tag); err != nil {
+		return "", err
+	}
 	var old oci.Digest
-	err := tx.queryRow(ctx, `SELECT manifest_digest FROM tags
-		WHERE repository_id = $1 AND name = $2 AND ended_at IS NULL`, repoID, tag).Scan(&old)
+	var started int64
+	at := tx.now
+	// FOR UPDATE (PostgreSQL): a concurrent DeleteManifest that ends this
+	// row makes us wait for its outcome and then see no live row.
+	err := tx.queryRow(ctx, `SELECT manifest_digest, started_at FROM tags
+		WHERE repository_id = $1 AND name = $2 AND ended_at IS NULL`+tx.forUpdate(), repoID, tag).Scan(&old, &started)
 	switch {
 	case err == sql.ErrNoRows:
+		var ended int64
+		if err := tx.queryRow(ctx, `SELECT COALESCE(max(ended_at), 0) FROM tags WHERE repository_id = $1 AND name = $2`,
+			repoID, tag).Scan(&ended); err != nil {
+			return "", err
+		}
+		at = max(at, ended)
 	case err != nil:
 		return "", err
 	case old == d:
 		return old, nil
 	default:
+		at = max(at, started)
 		if _, err := tx.exec(ctx, `UPDATE tags SET ended_at = $1, ended_by = $2, end_action = $3
-			WHERE repository_id = $4 AND name = $5 AND ended_at IS NULL`, tx.now, c.Actor, c.Action, repoID, tag); err != nil {
+			WHERE repository_id = $4 AND name = $5 AND ended_at IS NULL`, at, c.Actor, c.Action, repoID, tag); err != nil {
 			return "", err
 		}
 	}
 	_, err = tx.exec(ctx, `INSERT INTO tags (repository_id, name, manifest_digest, started_at, actor, action)
-		VALUES ($1, $2, $3, $4, $5, $6)`, repoID, tag, d, tx.now, c.Actor, c.Action)
+		VALUES ($1, $2, $3, $4, $5, $6)`, repoID, tag, d, at, c.Actor, c.Action)
 	return old, err
 }
 
+// lockTag serialises the transactions that change one tag (PostgreSQL):
+// two replicas moving a tag that has no live row yet would both insert one,
+// and a row lock cannot cover a row that does not exist. The lock is held
+// until the transaction ends.
+func (tx *Tx) lockTag(ctx context.Context, repoID int64, tag string) error {
+	if !tx.db.dialect.rowLocks {
+		return nil
+	}
+	_, err := tx.exec(ctx, `SELECT pg_advisory_xact_lock($1)`, lockKey("tag", strconv.FormatInt(repoID, 10), tag))
+	return err
+}
+
+// forUpdate is the clause that locks the rows a SELECT reads, where the
+// dialect has row locks.
+func (tx *Tx) forUpdate() string {
+	if tx.db.dialect.rowLocks {
+		return " FOR UPDATE"
+	}
+	return ""
+}
+
+// endAt is the ended_at of rows a transaction closes: its time, or the
+// row's start if that is later (see moveTag).
+const endAt = `CASE WHEN started_at > $1 THEN started_at ELSE $1 END`
+
 // DeleteTag ends a tag's live history row; the manifest stays.
 func (tx *Tx) DeleteTag(ctx context.Context, repo, tag string, c Change) error {
-	res, err := tx.exec(ctx, `UPDATE tags SET ended_at = $1, ended_by = $2, end_action = $3
-		WHERE repository_id = (SELECT id FROM repositories WHERE name = $4) AND name = $5 AND ended_at IS NULL`,
-		tx.now, c.Actor, c.Action, repo, tag)
+	id, err := tx.repositoryID(ctx, repo)
+	if err != nil {
+		return err
+	}
+	if err := tx.lockTag(ctx, id, tag); err != nil {
+		return err
+	}
+	res, err := tx.exec(ctx, `UPDATE tags SET ended_at = `+endAt+`, ended_by = $2, end_action = $3
+		WHERE repository_id = $4 AND name = $5 AND ended_at IS NULL`, tx.now, c.Actor, c.Action, id, tag)
 	if err != nil {
 		return err
 	}
@@ -48,9 +99,15 @@ func (tx *Tx) DeleteTag(ctx context.Context, repo, tag string, c Change) error {
 // Tags returns up to n live tag names of the repository after last, in
 // lexical (byte) order.
 func (db *DB) Tags(ctx context.Context, repo, last string, n int) ([]string, error) {
-	return db.strings(ctx, `SELECT t.name FROM repositories r JOIN tags t ON t.repository_id = r.id
-		WHERE r.name = $1 AND t.ended_at IS NULL AND t.name > $2 ORDER BY t.name LIMIT $3`, repo, last, n)
+	return db.strings(ctx, tagsQuery, repo, last, n)
 }
+
+// tagsQuery lists live tags. The repository's id is a scalar subquery
+// rather than a join: then both databases read tags_live in order from
+// (id, last) on and stop after n rows, with no sort.
+const tagsQuery = `SELECT name FROM tags
+	WHERE repository_id = (SELECT id FROM repositories WHERE name = $1) AND ended_at IS NULL AND name > $2
+	ORDER BY name LIMIT $3`
 
 // TagEvent is one row of a tag's history.
 type TagEvent struct {

@@ -9,9 +9,11 @@ import (
 	"github.com/berthhq/berth/metadata"
 )
 
-func TestTagHistory(t *testing.T) {
+func TestTagHistory(t *testing.T) { forEachBackend(t, testTagHistory) }
+
+func testTagHistory(t *testing.T, be backend) {
 	c := newClock()
-	db := openDB(t, c)
+	db := be.open(t, c)
 	config, l1, l2 := newBlob("config"), newBlob("one"), newBlob("two")
 	link(t, db, "app", config, l1, l2)
 	m1, m2 := image(t, config, l1), image(t, config, l2)
@@ -79,8 +81,10 @@ func wantHistory(t *testing.T, db *metadata.DB, tag string, want []metadata.TagE
 	}
 }
 
-func TestDeleteTagErrors(t *testing.T) {
-	db := openDB(t, newClock())
+func TestDeleteTagErrors(t *testing.T) { forEachBackend(t, testDeleteTagErrors) }
+
+func testDeleteTagErrors(t *testing.T, be backend) {
+	db := be.open(t, newClock())
 	config := newBlob("config")
 	link(t, db, "app", config)
 	mustPut(t, db, "app", image(t, config), "kept")
@@ -97,8 +101,10 @@ func TestDeleteTagErrors(t *testing.T) {
 	}
 }
 
-func TestTagsPagination(t *testing.T) {
-	db := openDB(t, newClock())
+func TestTagsPagination(t *testing.T) { forEachBackend(t, testTagsPagination) }
+
+func testTagsPagination(t *testing.T, be backend) {
+	db := be.open(t, newClock())
 	config := newBlob("config")
 	link(t, db, "app", config)
 	link(t, db, "other", config)
@@ -158,8 +164,10 @@ func TestTagsPagination(t *testing.T) {
 	}
 }
 
-func TestRepositoriesPagination(t *testing.T) {
-	db := openDB(t, newClock())
+func TestRepositoriesPagination(t *testing.T) { forEachBackend(t, testRepositoriesPagination) }
+
+func testRepositoriesPagination(t *testing.T, be backend) {
+	db := be.open(t, newClock())
 	b := newBlob("x")
 	for _, repo := range []string{"c", "a/x", "b", "a", "a-b", "a/x/y"} {
 		link(t, db, repo, b)

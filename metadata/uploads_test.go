@@ -17,9 +17,11 @@ func save(t *testing.T, db *metadata.DB, id string, from, to int64, state string
 	})
 }
 
-func TestUploadSessions(t *testing.T) {
+func TestUploadSessions(t *testing.T) { forEachBackend(t, testUploadSessions) }
+
+func testUploadSessions(t *testing.T, be backend) {
 	c := newClock()
-	db := openDB(t, c)
+	db := be.open(t, c)
 	started := c.Now()
 	inTx(t, db, func(ctx context.Context, tx *metadata.Tx) error { return tx.CreateUpload(ctx, "app", "u1") })
 
@@ -82,9 +84,11 @@ func TestUploadSessions(t *testing.T) {
 	inTx(t, db, func(ctx context.Context, tx *metadata.Tx) error { return tx.DeleteUpload(ctx, "u1") })
 }
 
-func TestStaleUploads(t *testing.T) {
+func TestStaleUploads(t *testing.T) { forEachBackend(t, testStaleUploads) }
+
+func testStaleUploads(t *testing.T, be backend) {
 	c := newClock()
-	db := openDB(t, c)
+	db := be.open(t, c)
 	create := func(id string) {
 		inTx(t, db, func(ctx context.Context, tx *metadata.Tx) error { return tx.CreateUpload(ctx, "app", id) })
 	}

@@ -27,7 +27,6 @@ type Registry struct {
 	db       *metadata.DB
 	log      *slog.Logger
 	redirect time.Duration
-	uploads  keyedMutex
 	routes   map[routeKey]handlerFunc
 }
 

@@ -120,7 +120,11 @@ func (reg *Registry) patchUpload(w http.ResponseWriter, r *http.Request, rt rout
 			return err
 		}
 		st, err := up.State()
-		up.Close()
+		// Close is what keeps the bytes for the next request (on S3 it
+		// stores the part-sized remainder), so its failure fails the chunk.
+		if cerr := up.Close(); err == nil {
+			err = cerr
+		}
 		if err != nil {
 			return err
 		}
@@ -232,13 +236,17 @@ func (reg *Registry) appendChunk(r *http.Request, name string, u *metadata.Uploa
 }
 
 // withUpload loads an upload session and runs fn while holding the
-// session's lock, so requests on one upload never interleave their bytes.
+// session's lock, so requests on one upload never interleave their bytes,
+// whichever replica they reach.
 func (reg *Registry) withUpload(ctx context.Context, rt route, fn func(*metadata.UploadRecord) error) error {
 	unknown := newError(http.StatusNotFound, codeBlobUploadUnknown, "upload unknown to repository")
 	if !uploadIDRE.MatchString(rt.arg) {
 		return unknown
 	}
-	unlock := reg.uploads.lock(rt.arg)
+	unlock, err := reg.db.LockUpload(ctx, rt.arg)
+	if err != nil {
+		return err
+	}
 	defer unlock()
 	u, err := reg.db.Upload(ctx, rt.name, rt.arg)
 	if errors.Is(err, metadata.ErrNotFound) {
@@ -327,38 +335,4 @@ func (b *bodyReader) blame(err error) error {
 		return newError(http.StatusBadRequest, codeBlobUploadInvalid, "reading the request body: "+b.err.Error())
 	}
 	return err
-}
-
-// keyedMutex holds one lock per key, created on demand and dropped when free.
-type keyedMutex struct {
-	mu    sync.Mutex
-	locks map[string]*refMutex
-}
-
-type refMutex struct {
-	sync.Mutex
-	refs int
-}
-
-func (k *keyedMutex) lock(key string) (unlock func()) {
-	k.mu.Lock()
-	if k.locks == nil {
-		k.locks = map[string]*refMutex{}
-	}
-	m := k.locks[key]
-	if m == nil {
-		m = &refMutex{}
-		k.locks[key] = m
-	}
-	m.refs++
-	k.mu.Unlock()
-	m.Lock()
-	return func() {
-		m.Unlock()
-		k.mu.Lock()
-		if m.refs--; m.refs == 0 {
-			delete(k.locks, key)
-		}
-		k.mu.Unlock()
-	}
 }

@@ -1,0 +1,7 @@
+package metadata
+
+// The list queries, for the tests that check their plans.
+const (
+	TagsQuery         = tagsQuery
+	RepositoriesQuery = repositoriesQuery
+)
