@@ -73,6 +73,10 @@ func toAPIError(err error) *apiError {
 		return newError(http.StatusBadRequest, codeManifestInvalid, "invalid tag")
 	case errors.Is(err, oci.ErrManifestInvalid):
 		return newError(http.StatusBadRequest, codeManifestInvalid, err.Error())
+	case errors.Is(err, storage.ErrUnavailable):
+		e := newError(http.StatusTooManyRequests, codeTooManyRequests, "storage is busy; retry shortly")
+		e.header = http.Header{"Retry-After": {"1"}}
+		return e
 	case errors.Is(err, context.Canceled):
 		// The client went away; nobody reads the answer.
 		return newError(499, codeBlobUploadInvalid, "request canceled")

@@ -13,6 +13,9 @@ var (
 	ErrNotFound = errors.New("storage: not found")
 	// ErrInvalidOffset: a writer was asked to resume past the end of what was stored.
 	ErrInvalidOffset = errors.New("storage: invalid offset")
+	// ErrUnavailable: the backend is throttling or briefly down, and kept
+	// failing through the driver's retries; the request may succeed later.
+	ErrUnavailable = errors.New("storage: temporarily unavailable")
 )
 
 // Driver is a backend that stores objects under slash-separated keys such as

@@ -98,8 +98,8 @@ func TestTransientErrors(t *testing.T) {
 	if _, err := w.Write(data); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Commit(t.Context()); err == nil {
-		t.Fatal("Commit succeeded though every CompleteMultipartUpload failed")
+	if err := w.Commit(t.Context()); !errors.Is(err, storage.ErrUnavailable) {
+		t.Fatalf("Commit through persistent throttling = %v, want an error matching storage.ErrUnavailable", err)
 	}
 	if _, err := d.Stat(t.Context(), "failed"); !errors.Is(err, storage.ErrNotFound) {
 		t.Errorf("Stat after a failed Commit = %v, want ErrNotFound", err)

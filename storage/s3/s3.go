@@ -19,6 +19,7 @@ import (
 	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
+	"github.com/aws/smithy-go/middleware"
 
 	"github.com/berthhq/berth/storage"
 )
@@ -160,6 +161,7 @@ func newDriver(ctx context.Context, o Options, hc aws.HTTPClient) (*Driver, erro
 		// every blob's digest.
 		so.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
 		so.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
+		so.APIOptions = append(so.APIOptions, markUnavailable)
 	})
 	d := &Driver{
 		c:        c,
@@ -207,6 +209,34 @@ func (d *Driver) tailsDir(key string) string { return d.prefix + tailsRoot + key
 
 // tailsRoot starts the keys of tail objects, under the driver's prefix.
 const tailsRoot = ".tails/"
+
+// markUnavailable makes an operation that S3 throttled, or answered 503,
+// through every retry fail with an error matching storage.ErrUnavailable, so
+// the registry can tell the client to come back rather than report a fault.
+func markUnavailable(st *middleware.Stack) error {
+	return st.Initialize.Add(middleware.InitializeMiddlewareFunc("BerthMarkUnavailable",
+		func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
+			out, md, err := next.HandleInitialize(ctx, in)
+			if err != nil && isUnavailable(err) {
+				err = unavailableError{err}
+			}
+			return out, md, err
+		}), middleware.Before)
+}
+
+func isUnavailable(err error) bool {
+	if retry.IsErrorThrottles(retry.DefaultThrottles).IsErrorThrottle(err) == aws.TrueTernary {
+		return true
+	}
+	var re *awshttp.ResponseError
+	return errors.As(err, &re) && re.HTTPStatusCode() == http.StatusServiceUnavailable
+}
+
+// unavailableError is an S3 error that also matches storage.ErrUnavailable.
+type unavailableError struct{ error }
+
+func (e unavailableError) Unwrap() error        { return e.error }
+func (e unavailableError) Is(target error) bool { return target == storage.ErrUnavailable }
 
 // isNotFound reports whether err is S3 saying that the object, or the
 // multipart upload, does not exist. A missing bucket is a real error.
