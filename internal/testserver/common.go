@@ -5,6 +5,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
+	"testing"
 	"time"
 )
 
@@ -44,4 +46,49 @@ func WaitFor(timeout time.Duration, ready func() error) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// stopper is a running server.
+type stopper interface{ stop() error }
+
+// once is a server that a test binary starts on first use and stops once,
+// after which asking for it fails the test.
+type once[S stopper] struct {
+	start   sync.Once
+	srv     S
+	err     error
+	mu      sync.Mutex // guards started and stopped
+	started bool
+	stopped bool
+}
+
+// get starts the server the first time and returns it.
+func (o *once[S]) get(t testing.TB, what string, start func() (S, error)) S {
+	t.Helper()
+	o.start.Do(func() {
+		o.srv, o.err = start()
+		o.mu.Lock()
+		o.started = o.err == nil
+		o.mu.Unlock()
+	})
+	if o.err != nil {
+		t.Fatalf("testserver: %s: %v", what, o.err)
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.stopped {
+		t.Fatalf("testserver: %s was already stopped", what)
+	}
+	return o.srv
+}
+
+// stop stops the server if it was started and is still running.
+func (o *once[S]) stop() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.started || o.stopped {
+		return nil
+	}
+	o.stopped = true
+	return o.srv.stop()
 }

@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -25,14 +24,10 @@ import (
 const pgPackage = "the Debian package postgresql (apt-get install -y postgresql)"
 
 // postgres is the one server a test binary starts, on first use.
-var postgres struct {
-	once    sync.Once
-	srv     *pgServer
-	err     error
-	nextDB  atomic.Int64
-	mu      sync.Mutex // guards stopped
-	stopped bool
-}
+var (
+	postgres once[*pgServer]
+	nextDB   atomic.Int64
+)
 
 // Postgres returns the URL of a new, empty database on a PostgreSQL server
 // that the test binary starts on first use (initdb into a temporary
@@ -40,34 +35,17 @@ var postgres struct {
 // fails, never skips, when the server cannot start.
 func Postgres(t testing.TB) string {
 	t.Helper()
-	postgres.once.Do(func() { postgres.srv, postgres.err = startPostgres() })
-	if postgres.err != nil {
-		t.Fatalf("testserver: PostgreSQL: %v", postgres.err)
-	}
-	postgres.mu.Lock()
-	stopped := postgres.stopped
-	postgres.mu.Unlock()
-	if stopped {
-		t.Fatal("testserver: PostgreSQL was already stopped")
-	}
-	name := fmt.Sprintf("test_%d", postgres.nextDB.Add(1))
-	if err := postgres.srv.createDB(t.Context(), name); err != nil {
+	srv := postgres.get(t, "PostgreSQL", startPostgres)
+	name := fmt.Sprintf("test_%d", nextDB.Add(1))
+	if err := srv.createDB(t.Context(), name); err != nil {
 		t.Fatalf("testserver: PostgreSQL: CREATE DATABASE %s: %v", name, err)
 	}
-	return postgres.srv.url(name)
+	return srv.url(name)
 }
 
 // StopPostgres stops the server Postgres started, if any, and removes its
 // files. Call it from TestMain after m.Run.
-func StopPostgres() error {
-	postgres.mu.Lock()
-	defer postgres.mu.Unlock()
-	if postgres.srv == nil || postgres.stopped {
-		return nil
-	}
-	postgres.stopped = true
-	return postgres.srv.stop()
-}
+func StopPostgres() error { return postgres.stop() }
 
 type pgServer struct {
 	dir   string // data, socket and log, all removed by stop

@@ -57,14 +57,10 @@ type versitygw struct {
 }
 
 // versity is the one server a test binary starts, on first use.
-var versity struct {
-	once    sync.Once
-	srv     *versitygw
-	err     error
+var (
+	versity once[*versitygw]
 	buckets atomic.Int64
-	mu      sync.Mutex // guards stopped
-	stopped bool
-}
+)
 
 const (
 	s3AccessKey = "berthtest"
@@ -79,23 +75,13 @@ const (
 // Should the test binary die without StopS3, the kernel kills the server.
 func S3(t testing.TB) S3Server {
 	t.Helper()
-	versity.once.Do(func() { versity.srv, versity.err = startVersityGW() })
-	if versity.err != nil {
-		t.Fatalf("testserver: S3: %v", versity.err)
-	}
-	versity.mu.Lock()
-	stopped := versity.stopped
-	versity.mu.Unlock()
-	if stopped {
-		t.Fatal("testserver: S3 was already stopped")
-	}
-	srv := versity.srv
+	srv := versity.get(t, "S3", startVersityGW)
 	s := S3Server{
 		Endpoint:  srv.endpoint,
 		Region:    s3Region,
 		AccessKey: s3AccessKey,
 		SecretKey: s3SecretKey,
-		Bucket:    fmt.Sprintf("berth-test-%d", versity.buckets.Add(1)),
+		Bucket:    fmt.Sprintf("berth-test-%d", buckets.Add(1)),
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -107,15 +93,7 @@ func S3(t testing.TB) S3Server {
 
 // StopS3 stops the server S3 started, if any, and removes its files. Call
 // it from TestMain after m.Run.
-func StopS3() error {
-	versity.mu.Lock()
-	defer versity.mu.Unlock()
-	if versity.srv == nil || versity.stopped {
-		return nil
-	}
-	versity.stopped = true
-	return versity.srv.stop()
-}
+func StopS3() error { return versity.stop() }
 
 // installVersityGW returns the path of the pinned versitygw binary, building
 // it with go install into the tools directory the first time.
