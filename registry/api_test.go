@@ -280,6 +280,10 @@ func TestPagination(t *testing.T) {
 	if r.Header.Get("Link") != "" || !strings.Contains(string(r.body), `"latest"`) {
 		t.Fatalf("full list: %s, Link %q", r.body, r.Header.Get("Link"))
 	}
+	r = s.do("GET", "/v2/app/tags/list?n=9223372036854775807", nil)
+	if r.StatusCode != http.StatusOK || !strings.Contains(string(r.body), `"latest"`) {
+		t.Fatalf("n at the integer limit: %d %s", r.StatusCode, r.body)
+	}
 	r = s.do("GET", "/v2/app/tags/list?n=0", nil)
 	if string(r.body) != `{"name":"app","tags":[]}` {
 		t.Fatalf("n=0: %s", r.body)

@@ -29,18 +29,31 @@ func (reg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) e
 		return err
 	}
 	ctx := r.Context()
-	if _, err := reg.db.BlobInRepo(ctx, rt.name, d); err != nil {
-		if !errors.Is(err, metadata.ErrNotFound) {
-			return err
-		}
+	size, err := reg.db.BlobInRepo(ctx, rt.name, d)
+	if errors.Is(err, metadata.ErrNotFound) {
 		// Some clients fetch manifests through the blob endpoint.
-		m, merr := reg.db.Resolve(ctx, rt.name, oci.Reference{Digest: d})
-		if merr != nil {
+		m, err := reg.db.Resolve(ctx, rt.name, oci.Reference{Digest: d})
+		if errors.Is(err, metadata.ErrNotFound) {
 			return blobUnknown(d)
+		}
+		if err != nil {
+			return err
 		}
 		return serveBlob(w, r, d, bytes.NewReader(m.Payload))
 	}
-	if reg.redirect > 0 && r.Method == http.MethodGet {
+	if err != nil {
+		return err
+	}
+	if r.Method == http.MethodHead {
+		// Every layer of every push is checked with a HEAD: answer it from
+		// metadata, without touching storage.
+		setBlobHeaders(w.Header(), d)
+		w.Header().Set("Accept-Ranges", "bytes")
+		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+		w.WriteHeader(http.StatusOK)
+		return nil
+	}
+	if reg.redirect > 0 {
 		url, err := reg.store.RedirectURL(ctx, d, reg.redirect)
 		if err != nil {
 			return err
@@ -68,11 +81,7 @@ func (reg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) e
 // serveBlob answers with content, honouring Range, conditional and HEAD
 // requests through http.ServeContent.
 func serveBlob(w http.ResponseWriter, r *http.Request, d oci.Digest, content io.ReadSeeker) error {
-	h := w.Header()
-	h.Set("Content-Type", "application/octet-stream")
-	h.Set("Docker-Content-Digest", string(d))
-	h.Set("Etag", `"`+string(d)+`"`)
-	h.Set("Cache-Control", "max-age=31536000")
+	setBlobHeaders(w.Header(), d)
 	size, err := content.Seek(0, io.SeekEnd)
 	if err == nil {
 		_, err = content.Seek(0, io.SeekStart)
@@ -82,6 +91,13 @@ func serveBlob(w http.ResponseWriter, r *http.Request, d oci.Digest, content io.
 	}
 	http.ServeContent(&rangeErrors{ResponseWriter: w, r: r, size: size}, r, "", time.Time{}, content)
 	return nil
+}
+
+func setBlobHeaders(h http.Header, d oci.Digest) {
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Docker-Content-Digest", string(d))
+	h.Set("Etag", `"`+string(d)+`"`)
+	h.Set("Cache-Control", "max-age=31536000")
 }
 
 // rangeErrors turns http.ServeContent's plain-text 416 into the OCI error
@@ -99,7 +115,9 @@ func (w *rangeErrors) WriteHeader(code int) {
 		return
 	}
 	w.failed = true
-	w.Header().Del("X-Content-Type-Options")
+	for _, k := range []string{"X-Content-Type-Options", "Cache-Control", "Etag", "Docker-Content-Digest"} {
+		w.Header().Del(k) // an error is not the blob: nothing to cache
+	}
 	w.Header().Set("Content-Range", "bytes */"+strconv.FormatInt(w.size, 10))
 	writeError(w.ResponseWriter, w.r, newError(code, codeRangeInvalid, "the requested range is not satisfiable"))
 }

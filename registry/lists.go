@@ -10,6 +10,9 @@ import (
 	"github.com/berthhq/berth/oci"
 )
 
+// maxPage bounds one page of a list, whatever n asks for.
+const maxPage = 10000
+
 // page reads the n and last query parameters of a paginated list. n < 0
 // means no limit was asked for.
 func page(r *http.Request) (n int, last string, err error) {
@@ -20,6 +23,7 @@ func page(r *http.Request) (n int, last string, err error) {
 		if err != nil || n < 0 {
 			return 0, "", newError(http.StatusBadRequest, codePaginationInvalid, "n must be a non-negative integer")
 		}
+		n = min(n, maxPage) // a larger page is served as the largest, with a Link to the rest
 	}
 	return n, q.Get("last"), nil
 }

@@ -35,7 +35,8 @@ type config struct {
 // isPostgres reports whether the database option names a PostgreSQL server
 // rather than a SQLite file.
 func (c *config) isPostgres() bool {
-	return strings.HasPrefix(c.Database, "postgres://") || strings.HasPrefix(c.Database, "postgresql://")
+	return strings.HasPrefix(c.Database, "postgres://") || strings.HasPrefix(c.Database, "postgresql://") ||
+		strings.Contains(c.Database, "host=") || strings.Contains(c.Database, "dbname=") // keyword/value form
 }
 
 // flags declares the options. A dotted name is a nested key in the YAML file
@@ -134,6 +135,16 @@ func loadConfig(name string, args []string) (*config, error) {
 	}
 	if c.Database == "" {
 		c.Database = filepath.Join(c.DataDir, "berth.db")
+	}
+	for name, d := range map[string]time.Duration{
+		"uploads.max-age": c.UploadMaxAge, "uploads.purge-interval": c.UploadPurgeInterval, "shutdown-timeout": c.ShutdownTimeout,
+	} {
+		if d <= 0 {
+			return nil, fmt.Errorf("%s must be positive, not %s", name, d)
+		}
+	}
+	if c.Redirect < 0 {
+		return nil, fmt.Errorf("storage.redirect must not be negative")
 	}
 	switch c.StorageDriver {
 	case "disk":

@@ -54,6 +54,15 @@ func TestConfigErrors(t *testing.T) {
 	if _, err := loadConfig("serve", []string{"--config", file}); err == nil || !strings.Contains(err.Error(), `unknown option "adr"`) {
 		t.Fatalf("misspelt key: %v", err)
 	}
+	if _, err := loadConfig("serve", []string{"--uploads.purge-interval", "0s"}); err == nil {
+		t.Fatal("a zero purge interval was accepted")
+	}
+	if _, err := loadConfig("serve", []string{"--storage.driver", "s3"}); err == nil {
+		t.Fatal("s3 without a bucket was accepted")
+	}
+	if c, err := loadConfig("serve", []string{"--database", "host=db dbname=berth"}); err != nil || !c.isPostgres() {
+		t.Fatalf("a keyword/value PostgreSQL DSN: %v, postgres %v", err, c != nil && c.isPostgres())
+	}
 	t.Setenv("BERTH_UPLOADS_MAX_AGE", "soon")
 	if _, err := loadConfig("serve", nil); err == nil || !strings.Contains(err.Error(), "BERTH_UPLOADS_MAX_AGE") {
 		t.Fatalf("bad environment value: %v", err)

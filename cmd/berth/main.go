@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -86,9 +87,12 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
-	mo := metadata.Options{SQLitePath: c.Database}
-	if c.isPostgres() {
-		mo = metadata.Options{PostgresURL: c.Database}
+	mo := metadata.Options{PostgresURL: c.Database}
+	if !c.isPostgres() {
+		mo = metadata.Options{SQLitePath: c.Database}
+		if err := os.MkdirAll(filepath.Dir(c.Database), 0o755); err != nil {
+			return err
+		}
 	}
 	db, err := metadata.Open(ctx, mo)
 	if err != nil {

@@ -265,12 +265,22 @@ func (w *writer) Close() error {
 		return nil
 	}
 	w.done = true
-	return w.f.Close()
+	// The registry records the upload's new size once Close returns; the
+	// bytes must be on disk by then, or a crash could leave the record
+	// ahead of the file.
+	var err error
+	if !w.noSync {
+		err = w.f.Sync()
+	}
+	return errors.Join(err, w.f.Close())
 }
 
 func (w *writer) Cancel(context.Context) error {
 	name := w.f.Name()
-	w.Close()
+	if !w.done {
+		w.done = true
+		w.f.Close() // no fsync: the bytes are going
+	}
 	if err := os.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
