@@ -97,16 +97,18 @@ func (e *MissingReferenceError) Error() string {
 func (e *MissingReferenceError) Is(target error) bool { return target == ErrMissingReference }
 
 // checkRef verifies that the repository links the referenced content, with
-// the size the manifest claims.
+// the size the manifest claims. The link rows stay locked until the
+// transaction ends, so a concurrent delete cannot slip in between the check
+// and the commit of a manifest that needs them.
 func (tx *Tx) checkRef(ctx context.Context, repoID int64, ref oci.Ref) error {
 	var size int64
 	var err error
 	if ref.Kind == oci.KindManifest {
 		err = tx.queryRow(ctx, `SELECT m.size FROM repository_manifests rm JOIN manifests m ON m.digest = rm.digest
-			WHERE rm.repository_id = $1 AND rm.digest = $2`, repoID, ref.Digest).Scan(&size)
+			WHERE rm.repository_id = $1 AND rm.digest = $2`+tx.forShare(), repoID, ref.Digest).Scan(&size)
 	} else {
 		err = tx.queryRow(ctx, `SELECT b.size FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest
-			WHERE rb.repository_id = $1 AND rb.digest = $2 AND b.state = 'live'`, repoID, ref.Digest).Scan(&size)
+			WHERE rb.repository_id = $1 AND rb.digest = $2 AND b.state = 'live'`+tx.forShare(), repoID, ref.Digest).Scan(&size)
 	}
 	if err == sql.ErrNoRows {
 		return &MissingReferenceError{Kind: ref.Kind, Digest: ref.Digest}

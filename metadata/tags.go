@@ -65,9 +65,16 @@ func (tx *Tx) lockTag(ctx context.Context, repoID int64, tag string) error {
 
 // forUpdate is the clause that locks the rows a SELECT reads, where the
 // dialect has row locks.
-func (tx *Tx) forUpdate() string {
+func (tx *Tx) forUpdate() string { return tx.rowLock(" FOR UPDATE") }
+
+// forShare is the clause that keeps the rows a SELECT reads from being
+// deleted or changed until the transaction ends, where the dialect has row
+// locks. (SQLite has one writer at a time, which gives the same.)
+func (tx *Tx) forShare() string { return tx.rowLock(" FOR SHARE") }
+
+func (tx *Tx) rowLock(clause string) string {
 	if tx.db.dialect.rowLocks {
-		return " FOR UPDATE"
+		return clause
 	}
 	return ""
 }
