@@ -27,10 +27,13 @@ func PurgeUploads(ctx context.Context, db *metadata.DB, store *storage.Store, be
 		return rep, err
 	}
 	for _, id := range ids {
-		if err := db.InTx(ctx, func(tx *metadata.Tx) error { return tx.DeleteUpload(ctx, id) }); err != nil {
+		deleted, err := purgeSession(ctx, db, id, before)
+		if err != nil {
 			return rep, err
 		}
-		rep.Sessions++
+		if deleted {
+			rep.Sessions++
+		}
 	}
 	var errs []error
 	err = store.ListUploads(ctx, func(o storage.Object) error {
@@ -51,4 +54,25 @@ func PurgeUploads(ctx context.Context, db *metadata.DB, store *storage.Store, be
 		return nil
 	})
 	return rep, errors.Join(append(errs, err)...)
+}
+
+// purgeSession forgets a stale upload session unless a request is working
+// on it (it holds the upload's lock) or touched it since the list was made.
+func purgeSession(ctx context.Context, db *metadata.DB, id string, before time.Time) (bool, error) {
+	lctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	unlock, err := db.LockUpload(lctx, id)
+	if err != nil {
+		if ctx.Err() != nil {
+			return false, ctx.Err()
+		}
+		return false, nil // busy: a request is on it, so it is not abandoned
+	}
+	defer unlock()
+	var deleted bool
+	err = db.InTx(ctx, func(tx *metadata.Tx) (err error) {
+		deleted, err = tx.DeleteStaleUpload(ctx, id, before)
+		return err
+	})
+	return deleted, err
 }

@@ -73,3 +73,52 @@ func TestPurgeUploads(t *testing.T) {
 		t.Fatal("the fresh upload's bytes were purged")
 	}
 }
+
+// TestPurgeSkipsBusyUploads: a stale-looking session that a request holds,
+// or that was touched after the purge listed it, is left alone.
+func TestPurgeSkipsBusyUploads(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	old := time.Now().Add(-3 * time.Hour)
+	now := old
+	db, err := metadata.Open(ctx, metadata.Options{SQLitePath: filepath.Join(dir, "m.db"), Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	d, err := disk.New(filepath.Join(dir, "data"), disk.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := storage.NewStore(d)
+	for _, id := range []string{"held", "touched"} {
+		if err := db.InTx(ctx, func(tx *metadata.Tx) error { return tx.CreateUpload(ctx, "app", id) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unlock, err := db.LockUpload(ctx, "held")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	cutoff := time.Now().Add(-time.Hour)
+	// "touched" gets a chunk after the purge would have listed it.
+	now = time.Now()
+	if err := db.InTx(ctx, func(tx *metadata.Tx) error { return tx.SaveUpload(ctx, "touched", 0, 5, nil) }); err != nil {
+		t.Fatal(err)
+	}
+	deleted, err := purgeSession(ctx, db, "touched", cutoff)
+	if err != nil || deleted {
+		t.Fatalf("purging a session touched since: deleted %v, %v", deleted, err)
+	}
+	rep, err := PurgeUploads(ctx, db, store, cutoff)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Sessions != 0 {
+		t.Fatalf("purged %d sessions; the held one must stay", rep.Sessions)
+	}
+	if ok, _ := db.UploadExists(ctx, "held"); !ok {
+		t.Fatal("the held session was purged")
+	}
+}

@@ -60,6 +60,17 @@ func (tx *Tx) DeleteUpload(ctx context.Context, id string) error {
 	return err
 }
 
+// DeleteStaleUpload forgets an upload session only if it is still
+// untouched since before, and reports whether it did.
+func (tx *Tx) DeleteStaleUpload(ctx context.Context, id string, before time.Time) (bool, error) {
+	res, err := tx.exec(ctx, `DELETE FROM uploads WHERE id = $1 AND updated_at < $2`, id, before.UnixNano())
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n > 0, err
+}
+
 // StaleUploads returns the ids of uploads untouched since before.
 func (db *DB) StaleUploads(ctx context.Context, before time.Time) ([]string, error) {
 	return db.strings(ctx, `SELECT id FROM uploads WHERE updated_at < $1 ORDER BY updated_at`, before.UnixNano())
