@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -296,5 +297,27 @@ func TestPagination(t *testing.T) {
 	r = s.do("GET", "/v2/_catalog?last=app", nil)
 	if string(r.body) != `{"repositories":["zeta"]}` {
 		t.Fatalf("catalog after app: %s", r.body)
+	}
+}
+
+// TestFinishRetry: a final PUT that fails after the bytes were verified
+// (storage could not publish them) keeps the upload, and the client's retry
+// of the same PUT completes it.
+func TestFinishRetry(t *testing.T) {
+	s := newServer(t)
+	data := []byte("bytes that will have to wait")
+	d := oci.FromBytes(data)
+	loc := s.do("POST", "/v2/app/blobs/uploads/", nil).Header.Get("Location")
+	s.do("PATCH", loc, data, "Content-Range", fmt.Sprintf("0-%d", len(data)-1)).expect(t, http.StatusAccepted, "")
+	// A file where the blob's directory must be created makes the publish fail.
+	block := filepath.Join(s.dir, "data", "blobs", "sha256", d.Encoded()[:2])
+	os.MkdirAll(filepath.Dir(block), 0o755)
+	os.WriteFile(block, nil, 0o644)
+	s.do("PUT", loc+"?digest="+string(d), nil).expect(t, http.StatusInternalServerError, "UNKNOWN")
+	s.do("GET", loc, nil).expect(t, http.StatusNoContent, "")
+	os.Remove(block)
+	s.do("PUT", loc+"?digest="+string(d), nil).expect(t, http.StatusCreated, "")
+	if r := s.do("GET", "/v2/app/blobs/"+string(d), nil); !bytes.Equal(r.body, data) {
+		t.Fatalf("blob after the retried PUT: %d %q", r.StatusCode, r.body)
 	}
 }

@@ -73,6 +73,9 @@ func toAPIError(err error) *apiError {
 		return newError(http.StatusBadRequest, codeManifestInvalid, "invalid tag")
 	case errors.Is(err, oci.ErrManifestInvalid):
 		return newError(http.StatusBadRequest, codeManifestInvalid, err.Error())
+	case errors.Is(err, storage.ErrInvalidOffset):
+		// The stored bytes of an upload cannot continue where its record says.
+		return newError(http.StatusBadRequest, codeBlobUploadInvalid, "the upload cannot continue; start it again")
 	case errors.Is(err, storage.ErrUnavailable):
 		e := newError(http.StatusTooManyRequests, codeTooManyRequests, "storage is busy; retry shortly")
 		e.header = http.Header{"Retry-After": {"1"}}

@@ -157,10 +157,16 @@ func (reg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, rt rou
 		}
 		size := up.Size()
 		_, err = up.Commit(ctx, d)
-		if err != nil {
+		if errors.Is(err, storage.ErrDigestMismatch) {
 			// Commit discarded the bytes; the session is over too.
 			derr := reg.db.InTx(ctx, func(tx *metadata.Tx) error { return tx.DeleteUpload(ctx, u.ID) })
 			return errors.Join(err, derr)
+		}
+		if err != nil {
+			// The bytes and the session stay: the client's retry of this
+			// PUT finishes the upload (storage may only have been busy).
+			up.Close()
+			return err
 		}
 		err = reg.db.InTx(ctx, func(tx *metadata.Tx) error {
 			if err := tx.LinkBlob(ctx, rt.name, d, size); err != nil {
@@ -215,9 +221,6 @@ func (reg *Registry) appendChunk(r *http.Request, name string, u *metadata.Uploa
 	}
 	ctx := r.Context()
 	up, err := reg.store.ResumeUpload(ctx, u.ID, storage.UploadState{Size: u.Size, Hash: u.HashState})
-	if errors.Is(err, storage.ErrInvalidOffset) {
-		return nil, newError(http.StatusBadRequest, codeBlobUploadInvalid, "the upload's stored bytes are incomplete; start again")
-	}
 	if err != nil {
 		return nil, err
 	}

@@ -106,12 +106,37 @@ func (s *Store) ResumeUpload(ctx context.Context, id string, st UploadState) (*U
 			return nil, fmt.Errorf("storage: upload %s: hash state: %w", id, err)
 		}
 	}
-	w, err := s.d.Writer(ctx, uploadKey(id), st.Size)
+	key := uploadKey(id)
+	w, err := s.d.Writer(ctx, key, st.Size)
+	if errors.Is(err, ErrInvalidOffset) && st.Size > 0 {
+		// The bytes may be committed already, by a final PUT whose commit
+		// went through before a later step failed: still under the upload's
+		// key, or already moved to their blob. Commit verifies them.
+		size, serr := s.d.Stat(ctx, key)
+		if (serr == nil && size == st.Size) || errors.Is(serr, ErrNotFound) {
+			w, err = committed{size: st.Size, cancel: func(ctx context.Context) error { return s.d.Delete(ctx, key) }}, nil
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
 	return &Upload{s: s, id: id, w: w, h: h, start: st}, nil
 }
+
+// committed stands for the writer of an upload whose bytes were committed:
+// nothing more can be written, and committing again does nothing.
+type committed struct {
+	size   int64
+	cancel func(context.Context) error
+}
+
+func (c committed) Write([]byte) (int, error) {
+	return 0, fmt.Errorf("%w: the upload's bytes are already committed", ErrInvalidOffset)
+}
+func (c committed) Size() int64                      { return c.size }
+func (c committed) Commit(context.Context) error     { return nil }
+func (c committed) Close() error                     { return nil }
+func (c committed) Cancel(ctx context.Context) error { return c.cancel(ctx) }
 
 // CancelUpload discards the bytes of upload id.
 func (s *Store) CancelUpload(ctx context.Context, id string) error {
@@ -223,38 +248,47 @@ func (u *Upload) Cancel(ctx context.Context) error { return u.w.Cancel(ctx) }
 
 // Commit verifies that the uploaded bytes hash to want and publishes them as
 // that blob. If the blob already exists its bytes are not written again: the
-// upload is discarded (that is deduplication) and created is false. On a
-// mismatch the upload is discarded and ErrDigestMismatch returned; either
-// way the upload is finished.
+// upload is discarded (that is deduplication) and created is false. Bytes
+// that do not hash to want are discarded and ErrDigestMismatch returned. On
+// any other error the bytes stay where they are, so that ResumeUpload and
+// Commit can finish the upload later.
 func (u *Upload) Commit(ctx context.Context, want oci.Digest) (created bool, err error) {
-	if err := u.w.Commit(ctx); err != nil {
-		u.w.Cancel(ctx)
+	// An unaccepted algorithm would be hashed as sha256 by oci.NewHash; refuse it first.
+	if _, err := oci.ParseDigest(string(want)); err != nil {
 		return false, err
 	}
-	key := uploadKey(u.id)
-	// An unaccepted algorithm would be hashed as sha256 by oci.NewHash; refuse it first.
-	_, err = oci.ParseDigest(string(want))
-	var got oci.Digest
-	if err == nil {
-		got, err = u.digest(ctx, want.Algorithm())
+	if err := u.w.Commit(ctx); err != nil {
+		return false, err
 	}
-	if err == nil && got != want {
-		err = ErrDigestMismatch
+	got, err := u.digest(ctx, want.Algorithm())
+	if err != nil {
+		return false, err
 	}
-	if err == nil {
-		if _, err = u.s.Stat(ctx, want); err == nil {
-			return false, u.s.d.Delete(ctx, key)
-		}
-		if errors.Is(err, ErrNotFound) {
-			if err = u.s.d.Move(ctx, key, BlobKey(want)); err == nil {
-				return true, nil
-			}
-		}
+	if got != want {
+		return false, errors.Join(ErrDigestMismatch, u.w.Cancel(ctx))
 	}
-	if derr := u.s.d.Delete(ctx, key); derr != nil {
-		err = errors.Join(err, derr)
+	return u.s.publish(ctx, u.id, want)
+}
+
+// publish makes the committed bytes of upload id the blob d: moved into
+// place, or dropped when the blob is stored already. On failure the bytes
+// stay, for a retry to publish.
+func (s *Store) publish(ctx context.Context, id string, d oci.Digest) (created bool, err error) {
+	key := uploadKey(id)
+	_, err = s.Stat(ctx, d)
+	switch {
+	case err == nil:
+		// Leftover bytes, should this fail, are the upload purge's to reclaim.
+		s.d.Delete(ctx, key)
+		return false, nil
+	case !errors.Is(err, ErrNotFound):
+		return false, err
 	}
-	return false, err
+	err = s.d.Move(ctx, key, BlobKey(d))
+	if errors.Is(err, ErrNotFound) {
+		return false, fmt.Errorf("%w: the upload's bytes are gone", ErrInvalidOffset)
+	}
+	return err == nil, err
 }
 
 // digest returns the digest of the committed upload under alg. The running

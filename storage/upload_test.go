@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -127,8 +129,17 @@ func TestResumePastStoredBytes(t *testing.T) {
 	if err := s.CancelUpload(t.Context(), "u1"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.ResumeUpload(t.Context(), "u1", st); !errors.Is(err, storage.ErrInvalidOffset) {
-		t.Errorf("ResumeUpload after the bytes were purged = %v, want ErrInvalidOffset", err)
+	// The bytes might have been published by an earlier commit; the upload
+	// resumes, but it can neither take more bytes nor commit.
+	u, err = s.ResumeUpload(t.Context(), "u1", st)
+	if err != nil {
+		t.Fatalf("ResumeUpload after the bytes were purged: %v", err)
+	}
+	if _, err := io.WriteString(u, "d"); !errors.Is(err, storage.ErrInvalidOffset) {
+		t.Errorf("Write after the bytes were purged = %v, want ErrInvalidOffset", err)
+	}
+	if _, err := u.Commit(t.Context(), oci.FromBytes([]byte("abc"))); !errors.Is(err, storage.ErrInvalidOffset) {
+		t.Errorf("Commit after the bytes were purged = %v, want ErrInvalidOffset", err)
 	}
 	if _, err := s.ResumeUpload(t.Context(), "u2", storage.UploadState{Size: 3, Hash: []byte("garbage")}); err == nil {
 		t.Error("ResumeUpload with a corrupt hash state succeeded")
@@ -251,4 +262,41 @@ func TestReadFrom(t *testing.T) {
 		t.Fatalf("ReadFrom of a failing reader: %v, want %v", err, boom)
 	}
 	up.Close()
+}
+
+// TestCommitRetry: a commit that fails after the bytes are committed (the
+// publish step) keeps them, and a resumed upload finishes the job; a retry
+// after the blob was published only confirms it.
+func TestCommitRetry(t *testing.T) {
+	dir := t.TempDir()
+	s := newStore(t, dir)
+	content := "retry me"
+	want := oci.FromBytes([]byte(content))
+	u, err := s.StartUpload(t.Context(), "u1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(u, content)
+	st, _ := u.State()
+	// Make the publish fail: a file where the blob's directory must go.
+	blobDir := filepath.Join(dir, filepath.Dir(storage.BlobKey(want)))
+	os.MkdirAll(filepath.Dir(blobDir), 0o755)
+	os.WriteFile(blobDir, nil, 0o644)
+	if _, err := u.Commit(t.Context(), want); err == nil {
+		t.Fatal("Commit succeeded though the blob could not be moved into place")
+	}
+	os.Remove(blobDir)
+	for i := range 2 { // the first retry publishes, the second finds it published
+		u, err := s.ResumeUpload(t.Context(), "u1", st)
+		if err != nil {
+			t.Fatalf("retry %d: ResumeUpload: %v", i, err)
+		}
+		created, err := u.Commit(t.Context(), want)
+		if err != nil || created != (i == 0) {
+			t.Fatalf("retry %d: Commit = %v, %v", i, created, err)
+		}
+	}
+	if got := readBlob(t, s, want); got != content {
+		t.Fatalf("blob reads %q", got)
+	}
 }
