@@ -124,13 +124,17 @@ func newDriver(ctx context.Context, o Options, hc aws.HTTPClient) (*Driver, erro
 	loads := []func(*config.LoadOptions) error{
 		config.WithHTTPClient(httpClient()),
 		config.WithRetryer(func() aws.Retryer {
-			return retry.NewStandard(func(so *retry.StandardOptions) {
+			r := retry.NewStandard(func(so *retry.StandardOptions) {
 				so.MaxAttempts = o.MaxAttempts
 				so.MaxBackoff = 10 * time.Second
 				// The client-side retry quota would fail requests outright
 				// under load; S3's own throttling (503 SlowDown) is retried.
 				so.RateLimiter = ratelimit.None
 			})
+			// Stores that keep objects as files (versitygw's POSIX backend)
+			// answer a PUT that races the removal of an emptied parent
+			// directory with this transient conflict; AWS never sends it.
+			return retry.AddWithErrorCodes(r, "ExistingObjectIsDirectory")
 		}),
 	}
 	if o.Region != "" {
