@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -114,6 +117,41 @@ func TestCheckTags(t *testing.T) {
 		if err := checkTags(tags, 3); err == nil {
 			t.Errorf("%s: checkTags accepted %q", name, tags)
 		}
+	}
+}
+
+func TestCheckRepositories(t *testing.T) {
+	if err := checkRepositories([]string{"other", "p/1", "p/0", "p/2", "p-x/0"}, "p", 3); err != nil {
+		t.Error(err)
+	}
+	for name, names := range map[string][]string{
+		"missing": {"p/0", "p/1"}, "twice": {"p/0", "p/1", "p/2", "p/1"}, "other twice": {"o", "p/0", "p/1", "p/2", "o"},
+		"foreign": {"p/0", "p/1", "p/2", "p/02"}, "out of range": {"p/0", "p/1", "p/2", "p/3"},
+	} {
+		if err := checkRepositories(names, "p", 3); err == nil {
+			t.Errorf("%s: checkRepositories accepted %q", name, names)
+		}
+	}
+}
+
+// TestListNames follows a two-page catalog, as the reference registry paginates it.
+func TestListNames(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("last") == "" {
+			w.Header().Set("Link", `</v2/_catalog?last=b&n=2>; rel="next"`)
+			io.WriteString(w, `{"repositories":["a","b"]}`)
+			return
+		}
+		io.WriteString(w, `{"repositories":["c"]}`)
+	}))
+	defer srv.Close()
+	c, err := newClient(srv.URL, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, pages, err := c.listNames(t.Context(), "/v2/_catalog?n=2", "repositories")
+	if err != nil || pages != 2 || !slices.Equal(names, []string{"a", "b", "c"}) {
+		t.Errorf("listNames = %q, %d pages, %v; want [a b c], 2 pages", names, pages, err)
 	}
 }
 

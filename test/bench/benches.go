@@ -99,6 +99,7 @@ func runAll(ctx context.Context, cfg *config, command string, log io.Writer) (*r
 
 	benches := map[string]func(context.Context, *target) error{
 		"push": r.benchPush, "pull": r.benchPull, "image": r.benchImage, "manifest": r.benchManifest, "tags": r.benchTags,
+		"catalog": r.benchCatalog,
 	}
 	var failed error
 	for _, name := range benchmarks {
@@ -390,7 +391,7 @@ func (r *runner) benchTags(ctx context.Context, t *target) error {
 		var runs []float64
 		for range r.cfg.listRuns {
 			start := time.Now()
-			tags, pages, err := t.c.listTags(ctx, "/v2/"+repo+"/tags/list"+l.query)
+			tags, pages, err := t.c.listNames(ctx, "/v2/"+repo+"/tags/list"+l.query, "tags")
 			elapsed := time.Since(start)
 			if err != nil {
 				return err

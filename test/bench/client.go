@@ -228,6 +228,40 @@ func (c *client) pushBytes(ctx context.Context, repo, digest string, b []byte) e
 	return c.pushBlob(ctx, repo, digest, bytes.NewReader(b), int64(len(b)), modeStream, 0)
 }
 
+// mountBlob makes a blob of repo from exists in repo too, with a cross-repository mount. A
+// registry that answers the mount with an upload instead (202) gets the bytes b in one PUT.
+func (c *client) mountBlob(ctx context.Context, repo, from, digest string, b []byte) error {
+	q := url.Values{"mount": {digest}, "from": {from}}
+	req, err := c.request(ctx, http.MethodPost, "/v2/"+repo+"/blobs/uploads/?"+q.Encode(), nil, 0)
+	if err != nil {
+		return err
+	}
+	resp, err := c.do(req, http.StatusCreated, http.StatusAccepted)
+	if err != nil {
+		return err
+	}
+	done(resp)
+	if resp.StatusCode == http.StatusCreated {
+		return nil
+	}
+	loc, err := location(resp)
+	if err != nil {
+		return err
+	}
+	lq := loc.Query()
+	lq.Set("digest", digest)
+	loc.RawQuery = lq.Encode()
+	if req, err = c.request(ctx, http.MethodPut, loc.String(), bytes.NewReader(b), int64(len(b))); err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	if resp, err = c.do(req, http.StatusCreated); err != nil {
+		return err
+	}
+	done(resp)
+	return nil
+}
+
 // getBlob downloads a blob into buf-sized reads, discarding it, and returns its length.
 func (c *client) getBlob(ctx context.Context, repo, digest string, buf []byte) (int64, error) {
 	req, err := c.request(ctx, http.MethodGet, "/v2/"+repo+"/blobs/"+digest, nil, 0)
@@ -285,9 +319,9 @@ func (c *client) getManifest(ctx context.Context, repo, ref string, buf *bytes.B
 	return err
 }
 
-// tagsPage fetches one page of a tag list from u and returns its tags and the next page's URL
-// ("" when the Link header names none).
-func (c *client) tagsPage(ctx context.Context, u string) ([]string, string, error) {
+// namesPage fetches one page of a tag list or catalog from u and returns the strings under key
+// ("tags" or "repositories") and the next page's URL ("" when the Link header names none).
+func (c *client) namesPage(ctx context.Context, u, key string) ([]string, string, error) {
 	req, err := c.request(ctx, http.MethodGet, u, nil, 0)
 	if err != nil {
 		return nil, "", err
@@ -297,36 +331,41 @@ func (c *client) tagsPage(ctx context.Context, u string) ([]string, string, erro
 		return nil, "", err
 	}
 	defer resp.Body.Close()
-	var page struct {
-		Tags []string `json:"tags"`
-	}
+	var page map[string]json.RawMessage
 	if err := json.NewDecoder(resp.Body).Decode(&page); err != nil {
-		return nil, "", fmt.Errorf("GET %s: decoding tag list: %w", req.URL.Path, err)
+		return nil, "", fmt.Errorf("GET %s: decoding the list: %w", req.URL.Path, err)
+	}
+	var names []string
+	if raw, ok := page[key]; ok {
+		if err := json.Unmarshal(raw, &names); err != nil {
+			return nil, "", fmt.Errorf("GET %s: decoding %q: %w", req.URL.Path, key, err)
+		}
 	}
 	next, ok := linkNext(strings.Join(resp.Header.Values("Link"), ", "))
 	if !ok {
-		return page.Tags, "", nil
+		return names, "", nil
 	}
 	nu, err := req.URL.Parse(next)
 	if err != nil {
 		return nil, "", fmt.Errorf("GET %s: Link %q: %w", req.URL.Path, next, err)
 	}
-	return page.Tags, nu.String(), nil
+	return names, nu.String(), nil
 }
 
-// listTags follows the Link headers from the first page u until the last page.
-func (c *client) listTags(ctx context.Context, u string) (tags []string, pages int, err error) {
+// listNames follows the Link headers from the first page u until the last page and returns
+// the strings under key of every page.
+func (c *client) listNames(ctx context.Context, u, key string) (names []string, pages int, err error) {
 	for u != "" {
 		var page []string
-		if page, u, err = c.tagsPage(ctx, u); err != nil {
+		if page, u, err = c.namesPage(ctx, u, key); err != nil {
 			return nil, pages, err
 		}
-		tags = append(tags, page...)
+		names = append(names, page...)
 		if pages++; pages > 1_000_000 {
-			return nil, pages, errors.New("tag list: Link headers never end")
+			return nil, pages, errors.New("list: Link headers never end")
 		}
 	}
-	return tags, pages, nil
+	return names, pages, nil
 }
 
 // linkNext returns the target of the rel="next" link in an RFC 8288 Link header value.

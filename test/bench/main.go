@@ -18,7 +18,7 @@ import (
 )
 
 // benchmarks in the order they run; each runs on every target before the next starts.
-var benchmarks = []string{"push", "pull", "image", "manifest", "tags"}
+var benchmarks = []string{"push", "pull", "image", "manifest", "tags", "catalog"}
 
 // targetSpec is one registry to measure, from a -target flag.
 type targetSpec struct {
@@ -45,6 +45,9 @@ type config struct {
 	tagConc   int
 	page      int
 	listRuns  int
+	repos     int
+	repoConc  int
+	catalogN  int
 	repo      string
 	jsonOut   string
 	keepGoing bool
@@ -97,7 +100,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	})
 	fs.StringVar(&only, "bench", strings.Join(benchmarks, ","), "benchmarks to run, comma-separated")
 	fs.StringVar(&skip, "skip", "", "benchmarks to skip, comma-separated")
-	quick := fs.Bool("quick", false, "smoke mode: 64MiB layer, 20 layers, 500 tags, 2s manifest run (explicit flags win)")
+	quick := fs.Bool("quick", false, "smoke mode: 64MiB layer, 20 layers, 500 tags, 200 repositories, 2s manifest run (explicit flags win)")
 	layerSize := sizeFlag(1 << 30)
 	fs.Var(&layerSize, "layer-size", "size of the large blob pushed and pulled (e.g. 1GiB, 64MiB)")
 	fs.StringVar(&modes, "push-modes", "stream,monolithic,chunked", "upload modes for the large blob: stream (docker: one PATCH), monolithic (one PUT), chunked (PATCH -chunk-size pieces)")
@@ -114,7 +117,10 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&cfg.tags, "tags", 5000, "tags pushed onto one repository for the tag-list benchmark")
 	fs.IntVar(&cfg.tagConc, "tag-concurrency", 16, "parallel manifest PUTs while pushing the tags")
 	fs.IntVar(&cfg.page, "page", 100, "page size n of the paginated tag-list walk")
-	fs.IntVar(&cfg.listRuns, "list-runs", 5, "repetitions of each tag listing; the median is reported")
+	fs.IntVar(&cfg.listRuns, "list-runs", 5, "repetitions of each tag or catalog listing; the median is reported")
+	fs.IntVar(&cfg.repos, "repos", 2000, "repositories created for the catalog benchmark, one image each")
+	fs.IntVar(&cfg.repoConc, "repo-concurrency", 16, "repositories created in parallel")
+	fs.IntVar(&cfg.catalogN, "catalog-n", 10000, "n of the full catalog listing, to get it in one page (the reference registry needs catalog.maxentries at least this)")
 	fs.StringVar(&cfg.repo, "repo", "bench", "repository prefix; each run adds /<run id>/<benchmark>")
 	fs.StringVar(&cfg.jsonOut, "json", "", "also write the results as JSON to this `file` (- for stdout)")
 	fs.BoolVar(&cfg.keepGoing, "keep-going", false, "record a failed benchmark as an error and go on, instead of aborting")
@@ -138,6 +144,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 			{"layer-size", func() { layerSize = 64 << 20 }},
 			{"layers", func() { cfg.layers = 20 }},
 			{"tags", func() { cfg.tags = 500 }},
+			{"repos", func() { cfg.repos = 200 }},
 			{"duration", func() { cfg.duration = 2 * time.Second }},
 			{"list-runs", func() { cfg.listRuns = 3 }},
 		}
@@ -171,7 +178,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		{"pull-runs", int64(cfg.pullRuns)}, {"layers", int64(cfg.layers)}, {"push-concurrency", int64(cfg.pushConc)},
 		{"pull-concurrency", int64(cfg.pullConc)}, {"conns", int64(cfg.conns)}, {"duration", int64(cfg.duration)},
 		{"tags", int64(cfg.tags)}, {"tag-concurrency", int64(cfg.tagConc)}, {"page", int64(cfg.page)},
-		{"list-runs", int64(cfg.listRuns)},
+		{"list-runs", int64(cfg.listRuns)}, {"repos", int64(cfg.repos)}, {"repo-concurrency", int64(cfg.repoConc)},
+		{"catalog-n", int64(cfg.catalogN)},
 	} {
 		if p.v <= 0 {
 			return nil, fmt.Errorf("-%s must be positive", p.name)
