@@ -12,6 +12,21 @@ import (
 	"github.com/berthhq/berth/storage/disk"
 )
 
+// open returns metadata on SQLite with the given clock and a disk store, in dir.
+func open(t *testing.T, dir string, clock func() time.Time) (*metadata.DB, *storage.Store) {
+	t.Helper()
+	db, err := metadata.Open(context.Background(), metadata.Options{SQLitePath: filepath.Join(dir, "m.db"), Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	d, err := disk.New(filepath.Join(dir, "data"), disk.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db, storage.NewStore(d)
+}
+
 func TestPurgeUploads(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -19,17 +34,7 @@ func TestPurgeUploads(t *testing.T) {
 	// clocks (metadata rows, file times): make the old ones three hours old.
 	old := time.Now().Add(-3 * time.Hour)
 	now := old
-	clock := func() time.Time { return now }
-	db, err := metadata.Open(ctx, metadata.Options{SQLitePath: filepath.Join(dir, "m.db"), Now: clock})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	d, err := disk.New(filepath.Join(dir, "data"), disk.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := storage.NewStore(d)
+	db, store := open(t, dir, func() time.Time { return now })
 
 	// An abandoned session with bytes, a fresh session, and a staging file
 	// with no session (a one-request upload cut short by a crash).
@@ -78,19 +83,8 @@ func TestPurgeUploads(t *testing.T) {
 // or that was touched after the purge listed it, is left alone.
 func TestPurgeSkipsBusyUploads(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	old := time.Now().Add(-3 * time.Hour)
-	now := old
-	db, err := metadata.Open(ctx, metadata.Options{SQLitePath: filepath.Join(dir, "m.db"), Now: func() time.Time { return now }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	d, err := disk.New(filepath.Join(dir, "data"), disk.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := storage.NewStore(d)
+	now := time.Now().Add(-3 * time.Hour)
+	db, store := open(t, t.TempDir(), func() time.Time { return now })
 	for _, id := range []string{"held", "touched"} {
 		if err := db.InTx(ctx, func(tx *metadata.Tx) error { return tx.CreateUpload(ctx, "app", id) }); err != nil {
 			t.Fatal(err)
