@@ -69,27 +69,9 @@ func (reg *Registry) startUpload(w http.ResponseWriter, r *http.Request, rt rout
 func (reg *Registry) uploadWhole(w http.ResponseWriter, r *http.Request, name string, d oci.Digest) error {
 	ctx := r.Context()
 	body := &bodyReader{r: r.Body}
-	size, err := reg.store.Stat(ctx, d)
-	switch {
-	case err == nil:
-		if _, err := storage.Verify(body, d); err != nil {
-			return body.blame(err)
-		}
-	case errors.Is(err, storage.ErrNotFound):
-		up, err := reg.store.StartUpload(ctx, newUploadID())
-		if err != nil {
-			return err
-		}
-		if _, err := up.ReadFrom(body); err != nil {
-			up.Cancel(ctx)
-			return body.blame(err)
-		}
-		if _, err := up.Commit(ctx, d); err != nil {
-			return err
-		}
-		size = up.Size()
-	default:
-		return err
+	size, _, err := reg.store.PutBlob(ctx, newUploadID(), d, body)
+	if err != nil {
+		return body.blame(err)
 	}
 	if err := reg.db.InTx(ctx, func(tx *metadata.Tx) error { return tx.LinkBlob(ctx, name, d, size) }); err != nil {
 		return err

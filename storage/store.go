@@ -51,6 +51,62 @@ func (s *Store) Open(ctx context.Context, d oci.Digest) (io.ReadSeekCloser, erro
 	return s.d.Open(ctx, BlobKey(d))
 }
 
+// Creator is a Driver that can write a new object straight to its key,
+// where it appears at Commit and not before (S3: a multipart upload is
+// invisible until completed). Close and Cancel of such a writer discard only
+// its own bytes, never an object already at the key.
+type Creator interface {
+	Create(ctx context.Context, key string) (Writer, error)
+}
+
+// PutBlob stores r's bytes as blob d, for uploads whose digest is known
+// before the bytes arrive (one request), and returns their size. A blob
+// already stored is only verified, not written (dedup). On a Creator the
+// bytes go straight to the blob's key, since nothing is visible there before
+// they are verified; elsewhere they are staged as upload id and moved.
+func (s *Store) PutBlob(ctx context.Context, id string, d oci.Digest, r io.Reader) (size int64, created bool, err error) {
+	if _, err := oci.ParseDigest(string(d)); err != nil {
+		return 0, false, err
+	}
+	switch _, err := s.Stat(ctx, d); {
+	case err == nil:
+		n, err := Verify(r, d)
+		return n, false, err
+	case !errors.Is(err, ErrNotFound):
+		return 0, false, err
+	}
+	c, ok := s.d.(Creator)
+	if !ok {
+		up, err := s.StartUpload(ctx, id)
+		if err != nil {
+			return 0, false, err
+		}
+		if _, err := up.ReadFrom(r); err != nil {
+			return 0, false, errors.Join(err, up.Cancel(ctx))
+		}
+		created, err := up.Commit(ctx, d)
+		return up.Size(), created, err
+	}
+	w, err := c.Create(ctx, BlobKey(d))
+	if err != nil {
+		return 0, false, err
+	}
+	h := oci.NewHash(d.Algorithm())
+	buf := copyBuffers.Get().(*[copyBufferSize]byte)
+	defer copyBuffers.Put(buf)
+	n, err := io.CopyBuffer(io.MultiWriter(w, h), r, buf[:])
+	if err == nil && oci.DigestOf(d.Algorithm(), h) != d {
+		err = ErrDigestMismatch
+	}
+	if err == nil {
+		err = w.Commit(ctx)
+	}
+	if err != nil {
+		return n, false, errors.Join(err, w.Cancel(ctx))
+	}
+	return n, true, nil
+}
+
 // Presigner is a Driver whose objects clients can fetch directly, by a URL
 // that grants access for a while (S3's presigned URLs).
 type Presigner interface {

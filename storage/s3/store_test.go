@@ -126,3 +126,62 @@ func wantBlob(t *testing.T, s *storage.Store, d oci.Digest, data []byte) {
 		t.Errorf("reading %s back: %d bytes, %v", d, n, err)
 	}
 }
+
+// TestPutBlob: a blob whose digest is known before its bytes goes straight
+// to its key, as a multipart upload that appears only once the bytes are
+// verified; wrong bytes leave nothing, not even an unfinished upload, and
+// never disturb a blob already stored.
+func TestPutBlob(t *testing.T) {
+	srv := testserver.S3(t)
+	d := newTest(t, options(srv))
+	store := storage.NewStore(d)
+	blob := random(20*mib + 7) // several parts
+	digest := oci.FromBytes(blob)
+
+	// Before Commit nothing is visible at the key, although parts are uploaded.
+	w, err := d.Create(t.Context(), storage.BlobKey(digest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(blob[:12*mib]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Stat(t.Context(), digest); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("Stat while the object is being created = %v, want ErrNotFound", err)
+	}
+	if err := w.Cancel(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+
+	bad := oci.FromBytes([]byte("something else"))
+	if _, _, err := store.PutBlob(t.Context(), "u1", bad, bytes.NewReader(blob)); !errors.Is(err, storage.ErrDigestMismatch) {
+		t.Fatalf("PutBlob with the wrong digest = %v, want ErrDigestMismatch", err)
+	}
+	if keys, ups := bucketKeys(t, srv); len(keys) != 0 || len(ups) != 0 {
+		t.Fatalf("after a mismatch the bucket holds %q and uploads %q", keys, ups)
+	}
+
+	n, created, err := store.PutBlob(t.Context(), "u2", digest, bytes.NewReader(blob))
+	if err != nil || !created || n != int64(len(blob)) {
+		t.Fatalf("PutBlob = %d, %v, %v", n, created, err)
+	}
+	wantBlob(t, store, digest, blob)
+	// Forged bytes for a stored blob are refused, and the blob stays.
+	if _, _, err := store.PutBlob(t.Context(), "u3", digest, bytes.NewReader(random(1*mib))); !errors.Is(err, storage.ErrDigestMismatch) {
+		t.Fatalf("PutBlob of forged bytes = %v", err)
+	}
+	// A writer of the key that gives up leaves the stored blob alone.
+	w, err = d.Create(t.Context(), storage.BlobKey(digest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(blob[:6*mib])
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wantBlob(t, store, digest, blob)
+	keys, ups := bucketKeys(t, srv)
+	if len(ups) != 0 || len(keys) != 1 || keys[0] != storage.BlobKey(digest) {
+		t.Errorf("the bucket holds %q and uploads %q, want only the blob (no copy, no staging)", keys, ups)
+	}
+}

@@ -65,8 +65,18 @@ func (d *Driver) Writer(ctx context.Context, key string, offset int64) (storage.
 	return nil, storage.ErrInvalidOffset
 }
 
+// Create returns a writer of a new object at key that appears at Commit and
+// not before, since a multipart upload is invisible until completed (and an
+// object smaller than a part is put whole at Commit). It shares nothing with
+// other writers of the key: Close and Cancel abort only its own upload and
+// never touch an object already there.
+func (d *Driver) Create(ctx context.Context, key string) (storage.Writer, error) {
+	return &writer{ctx: ctx, d: d, key: key, oneShot: true}, nil
+}
+
 // writer buffers up to a part's worth of bytes and uploads each full part.
 type writer struct {
+	oneShot  bool            // made by Create: no tails, no resume
 	ctx      context.Context // Writer's, for uploading parts as Write fills them
 	d        *Driver
 	key      string
@@ -166,6 +176,9 @@ func (w *writer) Close() error {
 	if w.done {
 		return nil
 	}
+	if w.oneShot {
+		return w.Cancel(w.ctx)
+	}
 	w.done = true
 	if !w.dirty {
 		return nil
@@ -217,6 +230,9 @@ func (w *writer) Commit(ctx context.Context) error {
 		}
 	}
 	w.done = true
+	if w.oneShot {
+		return nil
+	}
 	// The object is whole and visible. A tail or an empty upload that a
 	// failure leaves here is listed under the key and goes when it is
 	// deleted (after Move, by the purge of abandoned uploads).
@@ -228,8 +244,15 @@ func (w *writer) Commit(ctx context.Context) error {
 	return nil
 }
 
-// Cancel discards the writer and everything stored under its key.
+// Cancel discards the writer and everything stored under its key; a writer
+// made by Create discards only its own upload.
 func (w *writer) Cancel(ctx context.Context) error {
 	w.done = true
+	if w.oneShot {
+		if w.uploadID == "" {
+			return nil
+		}
+		return w.d.abort(context.WithoutCancel(ctx), w.key, w.uploadID)
+	}
 	return w.d.Delete(ctx, w.key)
 }
