@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,7 +20,13 @@ func TestReplicas(t *testing.T) {
 	t.Parallel()
 	s3 := testserver.S3(t)
 	dsn := testserver.Postgres(t)
+	// The documented HA configuration, with this test's servers put in by flags.
+	haConfig, err := filepath.Abs("../deploy/berth-ha.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
 	flags := []string{
+		"--config", haConfig,
 		"--storage.driver", "s3",
 		"--storage.s3.endpoint", s3.Endpoint,
 		"--storage.s3.bucket", s3.Bucket,
