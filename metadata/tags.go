@@ -39,6 +39,8 @@ func (tx *Tx) moveTag(ctx context.Context, repoID int64, tag string, d oci.Diges
 		return "", err
 	case old == d:
 		return old, nil
+	case c.Immutable != nil && c.Immutable(tag):
+		return "", &TagImmutableError{Tag: tag, Current: old}
 	default:
 		at = max(at, started)
 		if _, err := tx.exec(ctx, `UPDATE tags SET ended_at = $1, ended_by = $2, end_action = $3

@@ -201,3 +201,43 @@ func testRepositoriesPagination(t *testing.T, be backend) {
 		}
 	}
 }
+
+func TestImmutableTags(t *testing.T) { forEachBackend(t, testImmutableTags) }
+
+// testImmutableTags: a tag the change marks immutable keeps its manifest;
+// re-pointing it at the same one is fine; other tags still move.
+func testImmutableTags(t *testing.T, be backend) {
+	db := be.open(t, newClock())
+	config, l1, l2 := newBlob("config"), newBlob("one"), newBlob("two")
+	link(t, db, "app", config, l1, l2)
+	m1, m2 := image(t, config, l1), image(t, config, l2)
+	numbered := func(tag string) bool { return tag == "42" }
+	push := func(m manifest, tag string) error {
+		return db.InTx(t.Context(), func(tx *metadata.Tx) error {
+			return tx.PutManifest(t.Context(), "app", m.digest, m.parsed, m.payload, []string{tag},
+				metadata.Change{Action: metadata.ActionPush, Immutable: numbered})
+		})
+	}
+	for _, step := range []struct {
+		m       manifest
+		tag     string
+		refused bool
+	}{
+		{m1, "42", false}, {m1, "42", false}, {m2, "42", true}, {m1, "latest", false}, {m2, "latest", false},
+	} {
+		err := push(step.m, step.tag)
+		var ie *metadata.TagImmutableError
+		if step.refused != errors.As(err, &ie) || (!step.refused && err != nil) {
+			t.Fatalf("push %s to %s: %v", step.m.digest, step.tag, err)
+		}
+		if step.refused && (ie.Tag != "42" || ie.Current != m1.digest || !errors.Is(err, metadata.ErrTagImmutable)) {
+			t.Fatalf("refusal %+v", ie)
+		}
+	}
+	if got := resolve(t, db, "app", "42"); got.Digest != m1.digest {
+		t.Fatalf("42 points at %s after a refused move", got.Digest)
+	}
+	if h, err := db.TagHistory(t.Context(), "app", "42"); err != nil || len(h) != 1 {
+		t.Fatalf("history of 42: %d rows, %v", len(h), err)
+	}
+}

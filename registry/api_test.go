@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -319,5 +320,49 @@ func TestFinishRetry(t *testing.T) {
 	s.do("PUT", loc+"?digest="+string(d), nil).expect(t, http.StatusCreated, "")
 	if r := s.do("GET", "/v2/app/blobs/"+string(d), nil); !bytes.Equal(r.body, data) {
 		t.Fatalf("blob after the retried PUT: %d %q", r.StatusCode, r.body)
+	}
+}
+
+// TestNumberedTagsImmutable: a numbered tag keeps its manifest; re-pushing
+// the same one is fine, moving it is DENIED and changes nothing; moving tags
+// move freely.
+func TestNumberedTagsImmutable(t *testing.T) {
+	s := newServer(t)
+	m1, d1 := s.pushImage("app", "42", []byte("layer one"))
+	m2, d2 := s.pushImage("app", "latest", []byte("layer two"))
+	mt := oci.MediaTypeImageManifest
+	s.do("PUT", "/v2/app/manifests/42", m1, "Content-Type", mt).expect(t, http.StatusCreated, "")
+	before := s.snapshot()
+	for _, ref := range []string{"42", "v1.2.3", string(d2) + "?tag=42"} {
+		if ref == "v1.2.3" {
+			s.do("PUT", "/v2/app/manifests/v1.2.3", m1, "Content-Type", mt).expect(t, http.StatusCreated, "")
+			before = s.snapshot()
+		}
+		r := s.do("PUT", "/v2/app/manifests/"+ref, m2, "Content-Type", mt)
+		r.expect(t, http.StatusForbidden, codeDenied)
+		if !strings.Contains(string(r.body), string(d1)) || !strings.Contains(string(r.body), "new number") {
+			t.Fatalf("refusal does not say why: %s", r.body)
+		}
+		if after := s.snapshot(); after != before {
+			t.Fatalf("a refused move changed stored state")
+		}
+	}
+	s.do("PUT", "/v2/app/manifests/latest", m1, "Content-Type", mt).expect(t, http.StatusCreated, "")
+	s.do("PUT", "/v2/app/manifests/stable", m2, "Content-Type", mt).expect(t, http.StatusCreated, "")
+
+	// A registry configured to let numbered tags move.
+	store, db := s.store, s.db
+	h := New(Options{Store: store, DB: db, MutableNumberedTags: true})
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	req, _ := http.NewRequest("PUT", srv.URL+"/v2/app/manifests/42", bytes.NewReader(m2))
+	req.Header.Set("Content-Type", mt)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("moving 42 with MutableNumberedTags: %d", resp.StatusCode)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 
 	"github.com/berthhq/berth/metadata"
@@ -56,9 +57,16 @@ const (
 func toAPIError(err error) *apiError {
 	var ae *apiError
 	var missing *metadata.MissingReferenceError
+	var immutable *metadata.TagImmutableError
 	switch {
 	case errors.As(err, &ae):
 		return ae
+	case errors.As(err, &immutable):
+		e := newError(http.StatusForbidden, codeDenied, fmt.Sprintf(
+			"tag %s is a numbered tag, and numbered tags are immutable: it points at %s; push this manifest under a new number",
+			immutable.Tag, immutable.Current))
+		e.Detail = map[string]string{"tag": immutable.Tag, "digest": string(immutable.Current)}
+		return e
 	case errors.As(err, &missing):
 		e := newError(http.StatusBadRequest, codeManifestBlobUnknown, missing.Error())
 		e.Detail = map[string]string{"digest": string(missing.Digest)}

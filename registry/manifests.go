@@ -119,7 +119,7 @@ func (reg *Registry) putManifest(w http.ResponseWriter, r *http.Request, rt rout
 	}
 	ctx := r.Context()
 	err = reg.db.InTx(ctx, func(tx *metadata.Tx) error {
-		return tx.PutManifest(ctx, rt.name, d, m, payload, tags, metadata.Change{Action: metadata.ActionPush})
+		return tx.PutManifest(ctx, rt.name, d, m, payload, tags, metadata.Change{Action: metadata.ActionPush, Immutable: reg.immutable})
 	})
 	if err != nil {
 		return err

@@ -19,6 +19,12 @@ type Options struct {
 	// RedirectExpiry, when positive and the storage can presign URLs, makes
 	// blob GETs answer 307 to a URL valid that long instead of streaming.
 	RedirectExpiry time.Duration
+	// Versioning says which tags are numbered (versions); nil means
+	// integers, then semantic versions.
+	Versioning *oci.Versioning
+	// MutableNumberedTags lets a push move a numbered tag to another
+	// manifest. By default a numbered tag, once pushed, keeps its manifest.
+	MutableNumberedTags bool
 }
 
 // Registry serves the OCI distribution API.
@@ -27,7 +33,9 @@ type Registry struct {
 	db       *metadata.DB
 	log      *slog.Logger
 	redirect time.Duration
-	routes   map[routeKey]handlerFunc
+	// immutable reports whether a push may not move a tag (nil: any may).
+	immutable func(tag string) bool
+	routes    map[routeKey]handlerFunc
 }
 
 type routeKey struct{ endpoint, method string }
@@ -39,6 +47,13 @@ func New(o Options) *Registry {
 		log = slog.Default()
 	}
 	reg := &Registry{store: o.Store, db: o.DB, log: log, redirect: o.RedirectExpiry}
+	if !o.MutableNumberedTags {
+		v := o.Versioning
+		if v == nil {
+			v = oci.DefaultVersioning()
+		}
+		reg.immutable = func(tag string) bool { _, numbered := v.Parse(tag); return numbered }
+	}
 	reg.routes = map[routeKey]handlerFunc{
 		{epBase, http.MethodGet}:        reg.base,
 		{epBase, http.MethodHead}:       reg.base,

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berthhq/berth/oci"
 	"github.com/berthhq/berth/storage/s3"
 	"go.yaml.in/yaml/v3"
 )
@@ -25,11 +26,27 @@ type config struct {
 	S3                  s3.Options
 	Redirect            time.Duration
 	Database            string
+	TagOrdering         string
+	TagPattern          string
+	MutableNumbered     bool
 	LogLevel            string
 	LogFormat           string
 	UploadMaxAge        time.Duration
 	UploadPurgeInterval time.Duration
 	ShutdownTimeout     time.Duration
+}
+
+// versioning is how tags read as versions, from tags.ordering and tags.pattern.
+func (c *config) versioning() (*oci.Versioning, error) {
+	var orders []oci.Ordering
+	for _, o := range strings.Split(c.TagOrdering, ",") {
+		orders = append(orders, oci.Ordering(strings.TrimSpace(o)))
+	}
+	v, err := oci.NewVersioning(orders, c.TagPattern)
+	if err != nil {
+		return nil, fmt.Errorf("tags.ordering: %w", err)
+	}
+	return v, nil
 }
 
 // isPostgres reports whether the database option names a PostgreSQL server
@@ -60,6 +77,9 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.Int64Var(&c.S3.PartSize, "storage.s3.part-size", 8<<20, "multipart part size in bytes, at least 5 MiB; also the memory each upload buffers")
 	fs.IntVar(&c.S3.MaxAttempts, "storage.s3.max-attempts", 5, "tries of an S3 request before its error is returned")
 	fs.StringVar(&c.Database, "database", "", "metadata database: a SQLite file, or a postgres:// URL (default <data>/berth.db)")
+	fs.StringVar(&c.TagOrdering, "tags.ordering", "integer,semver", "how tags read as versions (numbered tags): integer, semver, pattern or lexical, several tried in turn")
+	fs.StringVar(&c.TagPattern, "tags.pattern", "", "regular expression of the pattern ordering; its named groups are numbers compared left to right")
+	fs.BoolVar(&c.MutableNumbered, "tags.mutable-numbered", false, "let a push move a numbered tag to another manifest (by default numbered tags are immutable)")
 	fs.StringVar(&c.LogLevel, "log.level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log.format", "text", "log format: text or json")
 	fs.DurationVar(&c.UploadMaxAge, "uploads.max-age", 24*time.Hour, "reclaim uploads untouched for this long")
@@ -142,6 +162,9 @@ func loadConfig(name string, args []string) (*config, error) {
 		if d <= 0 {
 			return nil, fmt.Errorf("%s must be positive, not %s", name, d)
 		}
+	}
+	if _, err := c.versioning(); err != nil {
+		return nil, err
 	}
 	if c.Redirect < 0 {
 		return nil, fmt.Errorf("storage.redirect must not be negative")

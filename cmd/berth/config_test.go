@@ -24,6 +24,7 @@ func TestConfigPrecedence(t *testing.T) {
 		Addr:                "127.0.0.1:7001", // flag beats file
 		DataDir:             "/srv/berth",     // file beats default
 		StorageDriver:       "disk",
+		TagOrdering:         "integer,semver",
 		S3:                  s3.Options{PartSize: 8 << 20, MaxAttempts: 5},
 		DiskFsync:           false,                                   // nested keys and booleans from the file
 		Database:            filepath.Join("/srv/berth", "berth.db"), // derived
@@ -56,6 +57,9 @@ func TestConfigErrors(t *testing.T) {
 	}
 	if _, err := loadConfig("serve", []string{"--uploads.purge-interval", "0s"}); err == nil {
 		t.Fatal("a zero purge interval was accepted")
+	}
+	if _, err := loadConfig("serve", []string{"--tags.ordering", "pattern", "--tags.pattern", `(\d+)`}); err == nil {
+		t.Fatal("a pattern without a named group was accepted")
 	}
 	if _, err := loadConfig("serve", []string{"--storage.driver", "s3"}); err == nil {
 		t.Fatal("s3 without a bucket was accepted")

@@ -104,8 +104,15 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
+	versioning, err := c.versioning()
+	if err != nil {
+		return err
+	}
 	srv := &http.Server{
-		Handler:           registry.New(registry.Options{Store: store, DB: db, Logger: log, RedirectExpiry: c.Redirect}),
+		Handler: registry.New(registry.Options{
+			Store: store, DB: db, Logger: log, RedirectExpiry: c.Redirect,
+			Versioning: versioning, MutableNumberedTags: c.MutableNumbered,
+		}),
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
