@@ -63,7 +63,7 @@ func TestNewVersioningErrors(t *testing.T) {
 	}{
 		{[]Ordering{"calendar"}, ""},
 		{nil, ""},
-		{[]Ordering{OrderPattern}, `(\d+)`},    // no named group
+		{[]Ordering{OrderPattern}, `(\d+)`},     // no named group
 		{[]Ordering{OrderPattern}, `(?P<n>\d+`}, // does not compile
 	} {
 		if _, err := NewVersioning(tt.orders, tt.pattern); err == nil {
