@@ -87,6 +87,21 @@ func historyDigests(h []metadata.TagEvent) []oci.Digest {
 	return out
 }
 
+// untaggedImages stores n different images in repository app, untagged.
+func untaggedImages(t *testing.T, db *metadata.DB, n int) []manifest {
+	t.Helper()
+	config := newBlob("config")
+	link(t, db, "app", config)
+	ms := make([]manifest, n)
+	for i := range ms {
+		l := newBlob(fmt.Sprint("layer ", i))
+		link(t, db, "app", l)
+		ms[i] = image(t, config, l)
+		mustPut(t, db, "app", ms[i])
+	}
+	return ms
+}
+
 // TestConcurrentTagMoves: writers push different manifests to the same tag
 // at once, many times over. Each push is one history row, exactly one row
 // is live, and the rows chain.
@@ -95,15 +110,7 @@ func TestConcurrentTagMoves(t *testing.T) { forEachBackend(t, testConcurrentTagM
 func testConcurrentTagMoves(t *testing.T, be backend) {
 	dbs := openReplicas(t, be, replicas)
 	const writers, rounds = 8, 25
-	config := newBlob("config")
-	link(t, dbs[0], "app", config)
-	ms := make([]manifest, writers)
-	for i := range ms {
-		l := newBlob(fmt.Sprint("layer ", i))
-		link(t, dbs[0], "app", l)
-		ms[i] = image(t, config, l)
-		mustPut(t, dbs[0], "app", ms[i]) // untagged, so the race is only about tags
-	}
+	ms := untaggedImages(t, dbs[0], writers) // so the race is only about tags
 	for round := range rounds {
 		tag := fmt.Sprint("t", round)
 		noErrors(t, race(writers, func(i int) error {
@@ -243,15 +250,7 @@ func TestConcurrentPushAndDelete(t *testing.T) { forEachBackend(t, testConcurren
 func testConcurrentPushAndDelete(t *testing.T, be backend) {
 	dbs := openReplicas(t, be, replicas)
 	const writers, rounds = 8, 20
-	config := newBlob("config")
-	link(t, dbs[0], "app", config)
-	ms := make([]manifest, writers)
-	for i := range ms {
-		l := newBlob(fmt.Sprint("layer ", i))
-		link(t, dbs[0], "app", l)
-		ms[i] = image(t, config, l)
-		mustPut(t, dbs[0], "app", ms[i])
-	}
+	ms := untaggedImages(t, dbs[0], writers)
 	for round := range rounds {
 		tag := fmt.Sprint("t", round)
 		errs := race(writers, func(i int) error {
