@@ -3,6 +3,7 @@ package metadata
 import (
 	"context"
 	"database/sql"
+	"math"
 	"strconv"
 
 	"github.com/berthhq/berth/oci"
@@ -120,6 +121,7 @@ const tagsQuery = `SELECT name FROM tags
 
 // TagEvent is one row of a tag's history.
 type TagEvent struct {
+	ID        int64 // increases with each change of the tag
 	Tag       string
 	Digest    oci.Digest
 	Start     int64 // Unix nanoseconds
@@ -132,10 +134,30 @@ type TagEvent struct {
 
 // TagHistory returns every row of a tag's history, oldest first.
 func (db *DB) TagHistory(ctx context.Context, repo, tag string) ([]TagEvent, error) {
-	rows, err := db.query(ctx, `SELECT t.name, t.manifest_digest, t.started_at, COALESCE(t.ended_at, 0),
+	return db.tagEvents(ctx, `SELECT t.id, t.name, t.manifest_digest, t.started_at, COALESCE(t.ended_at, 0),
 		t.actor, t.action, COALESCE(t.ended_by, ''), COALESCE(t.end_action, '')
 		FROM repositories r JOIN tags t ON t.repository_id = r.id
 		WHERE r.name = $1 AND t.name = $2 ORDER BY t.started_at, t.id`, repo, tag)
+}
+
+// TagHistoryPage returns up to n rows of a tag's history, newest first,
+// starting below the row with id before (0: from the newest). A tag's rows
+// are written in order under the tag's lock, so id order is time order.
+func (db *DB) TagHistoryPage(ctx context.Context, repo, tag string, before int64, n int) ([]TagEvent, error) {
+	if before <= 0 {
+		before = math.MaxInt64
+	}
+	return db.tagEvents(ctx, `SELECT t.id, t.name, t.manifest_digest, t.started_at, COALESCE(t.ended_at, 0),
+		t.actor, t.action, COALESCE(t.ended_by, ''), COALESCE(t.end_action, '')
+		FROM tags t WHERE t.repository_id = (SELECT id FROM repositories WHERE name = $1) AND t.name = $2 AND t.id < $3
+		ORDER BY t.id DESC LIMIT $4`, repo, tag, before, n)
+}
+
+// LiveTags returns where every tag of the repository points and since
+// when (the Tag, Digest and Start of each live row).
+func (db *DB) LiveTags(ctx context.Context, repo string) ([]TagEvent, error) {
+	rows, err := db.query(ctx, `SELECT t.name, t.manifest_digest, t.started_at FROM tags t
+		WHERE t.repository_id = (SELECT id FROM repositories WHERE name = $1) AND t.ended_at IS NULL`, repo)
 	if err != nil {
 		return nil, err
 	}
@@ -143,7 +165,24 @@ func (db *DB) TagHistory(ctx context.Context, repo, tag string) ([]TagEvent, err
 	var out []TagEvent
 	for rows.Next() {
 		var e TagEvent
-		if err := rows.Scan(&e.Tag, &e.Digest, &e.Start, &e.End, &e.Actor, &e.Action, &e.EndedBy, &e.EndAction); err != nil {
+		if err := rows.Scan(&e.Tag, &e.Digest, &e.Start); err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+func (db *DB) tagEvents(ctx context.Context, query string, args ...any) ([]TagEvent, error) {
+	rows, err := db.query(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []TagEvent
+	for rows.Next() {
+		var e TagEvent
+		if err := rows.Scan(&e.ID, &e.Tag, &e.Digest, &e.Start, &e.End, &e.Actor, &e.Action, &e.EndedBy, &e.EndAction); err != nil {
 			return nil, err
 		}
 		out = append(out, e)

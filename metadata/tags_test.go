@@ -76,6 +76,31 @@ func wantHistory(t *testing.T, db *metadata.DB, tag string, want []metadata.TagE
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Ids only need to rise; the newest-first pages must be the same rows reversed.
+	for i := range got {
+		if i > 0 && got[i].ID <= got[i-1].ID {
+			t.Errorf("TagHistory(%s): ids do not rise: %d after %d", tag, got[i].ID, got[i-1].ID)
+		}
+	}
+	var paged []metadata.TagEvent
+	for before := int64(0); ; {
+		page, err := db.TagHistoryPage(t.Context(), "app", tag, before, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		paged = append(paged, page...)
+		if len(page) < 2 {
+			break
+		}
+		before = page[len(page)-1].ID
+	}
+	slices.Reverse(paged)
+	if !slices.Equal(paged, got) {
+		t.Errorf("TagHistoryPage(%s), reversed =\n%+v\nwant\n%+v", tag, paged, got)
+	}
+	for i := range got {
+		got[i].ID = 0
+	}
 	if !slices.Equal(got, want) {
 		t.Errorf("TagHistory(%s) =\n%+v\nwant\n%+v", tag, got, want)
 	}

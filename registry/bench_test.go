@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	"github.com/berthhq/berth/metadata"
 	"github.com/berthhq/berth/oci"
 )
 
@@ -49,5 +50,54 @@ func BenchmarkPushBlob(b *testing.B) {
 		s.do("DELETE", "/v2/"+repo+"/blobs/"+string(d), nil)
 		s.store.Delete(context.Background(), d) // so the next push writes it again
 		b.StartTimer()
+	}
+}
+
+// BenchmarkAdminFirstPages measures the first page of the versions of a
+// repository with 10,000 numbered tags, and of the history of a tag moved
+// 10,000 times, through the handler.
+func BenchmarkAdminFirstPages(b *testing.B) {
+	s := newServer(b)
+	var ms [2][]byte
+	for i := range ms {
+		ms[i], _ = s.pushImage("app", "latest", []byte{byte(i)})
+	}
+	ctx := context.Background()
+	err := s.db.InTx(ctx, func(tx *metadata.Tx) error {
+		put := func(m []byte, tags ...string) error {
+			parsed, err := oci.ParseManifest(oci.MediaTypeImageManifest, m)
+			if err != nil {
+				return err
+			}
+			return tx.PutManifest(ctx, "app", oci.FromBytes(m), parsed, m, tags, metadata.Change{Action: "push"})
+		}
+		tags := make([]string, 10000)
+		for i := range tags {
+			tags[i] = fmt.Sprint(i + 1)
+		}
+		if err := put(ms[0], tags...); err != nil {
+			return err
+		}
+		for i := range 10000 { // "moving" moves 10,000 times
+			if err := put(ms[i%2], "moving"); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, path := range []string{"/admin/v1/repositories/app/versions", "/admin/v1/repositories/app/tags/moving/history"} {
+		b.Run(path[len("/admin/v1/repositories/app/"):], func(b *testing.B) {
+			req := httptest.NewRequest(http.MethodGet, path, nil)
+			for b.Loop() {
+				w := httptest.NewRecorder()
+				s.handler.ServeHTTP(w, req)
+				if w.Code != http.StatusOK {
+					b.Fatalf("status %d", w.Code)
+				}
+			}
+		})
 	}
 }

@@ -29,10 +29,11 @@ type Options struct {
 
 // Registry serves the OCI distribution API.
 type Registry struct {
-	store    *storage.Store
-	db       *metadata.DB
-	log      *slog.Logger
-	redirect time.Duration
+	store      *storage.Store
+	db         *metadata.DB
+	log        *slog.Logger
+	redirect   time.Duration
+	versioning *oci.Versioning
 	// immutable reports whether a push may not move a tag (nil: any may).
 	immutable func(tag string) bool
 	routes    map[routeKey]handlerFunc
@@ -47,12 +48,12 @@ func New(o Options) *Registry {
 		log = slog.Default()
 	}
 	reg := &Registry{store: o.Store, db: o.DB, log: log, redirect: o.RedirectExpiry}
+	reg.versioning = o.Versioning
+	if reg.versioning == nil {
+		reg.versioning = oci.DefaultVersioning()
+	}
 	if !o.MutableNumberedTags {
-		v := o.Versioning
-		if v == nil {
-			v = oci.DefaultVersioning()
-		}
-		reg.immutable = func(tag string) bool { _, numbered := v.Parse(tag); return numbered }
+		reg.immutable = func(tag string) bool { _, numbered := reg.versioning.Parse(tag); return numbered }
 	}
 	reg.routes = map[routeKey]handlerFunc{
 		{epBase, http.MethodGet}:        reg.base,
@@ -173,6 +174,9 @@ func (reg *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (reg *Registry) dispatch(w http.ResponseWriter, r *http.Request) error {
+	if strings.HasPrefix(r.URL.Path, "/admin/") {
+		return reg.admin(w, r)
+	}
 	rt, ok := parseRoute(r.URL.Path)
 	if !ok {
 		return newError(http.StatusNotFound, codeUnsupported, "no such endpoint")
