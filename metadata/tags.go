@@ -132,14 +132,6 @@ type TagEvent struct {
 	EndAction string
 }
 
-// TagHistory returns every row of a tag's history, oldest first.
-func (db *DB) TagHistory(ctx context.Context, repo, tag string) ([]TagEvent, error) {
-	return db.tagEvents(ctx, `SELECT t.id, t.name, t.manifest_digest, t.started_at, COALESCE(t.ended_at, 0),
-		t.actor, t.action, COALESCE(t.ended_by, ''), COALESCE(t.end_action, '')
-		FROM repositories r JOIN tags t ON t.repository_id = r.id
-		WHERE r.name = $1 AND t.name = $2 ORDER BY t.started_at, t.id`, repo, tag)
-}
-
 // TagHistoryPage returns up to n rows of a tag's history, newest first,
 // starting below the row with id before (0: from the newest). A tag's rows
 // are written in order under the tag's lock, so id order is time order.
