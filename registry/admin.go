@@ -51,11 +51,11 @@ func limit(r *http.Request) (int, error) {
 	return min(n, 1000), nil
 }
 
-// setNext points the Link header at the page after this one.
-func setNext(w http.ResponseWriter, r *http.Request, cursor string) {
+// setCursor points the Link header at the page after cursor.
+func setCursor(w http.ResponseWriter, r *http.Request, cursor string) {
 	q := r.URL.Query()
 	q.Set("cursor", cursor)
-	w.Header().Set("Link", "<"+r.URL.Path+"?"+q.Encode()+`>; rel="next"`)
+	setNext(w, r, q)
 }
 
 func nameUnknown(name string) *apiError {
@@ -112,7 +112,7 @@ func (reg *Registry) tagHistory(w http.ResponseWriter, r *http.Request, name, ta
 	if len(rows) > n {
 		rows = rows[:n]
 		next = strconv.FormatInt(rows[n-1].ID, 10)
-		setNext(w, r, next)
+		setCursor(w, r, next)
 	}
 	events := make([]tagEvent, len(rows))
 	for i, e := range rows {
@@ -188,7 +188,7 @@ func (reg *Registry) versions(w http.ResponseWriter, r *http.Request, name strin
 	next := ""
 	if end := from + len(items); end < len(vs) {
 		next = vs[end-1].Tag
-		setNext(w, r, next)
+		setCursor(w, r, next)
 	}
 	return writeJSON(w, "application/json", struct {
 		Repository string `json:"repository"`

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/berthhq/berth/metadata"
@@ -128,6 +129,10 @@ func (w *rangeErrors) Write(p []byte) (int, error) {
 	}
 	return w.ResponseWriter.Write(p)
 }
+
+// copyBuffers hold 1 MiB each, for serving blobs: large writes are what
+// makes a fast copy to the connection.
+var copyBuffers = sync.Pool{New: func() any { return new([1 << 20]byte) }}
 
 // ReadFrom is how ServeContent's copy reaches the connection: through 1 MiB
 // buffers rather than sendfile(2), which measured 1.45 GB/s against 2.6 GB/s

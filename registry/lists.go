@@ -28,6 +28,11 @@ func page(r *http.Request) (n int, last string, err error) {
 	return n, q.Get("last"), nil
 }
 
+// setNext points the Link header at the next page: this path with query.
+func setNext(w http.ResponseWriter, r *http.Request, query url.Values) {
+	w.Header().Set("Link", "<"+r.URL.Path+"?"+query.Encode()+`>; rel="next"`)
+}
+
 // paginate fetches one page through list, asking for one item more than n
 // to learn whether a next page exists, and sets the Link header to it.
 func paginate(w http.ResponseWriter, r *http.Request, n int, last string, list func(last string, limit int) ([]string, error)) ([]string, error) {
@@ -44,8 +49,7 @@ func paginate(w http.ResponseWriter, r *http.Request, n int, last string, list f
 	}
 	if n > 0 && len(items) > n {
 		items = items[:n]
-		next := url.Values{"n": {strconv.Itoa(n)}, "last": {items[n-1]}}
-		w.Header().Set("Link", "<"+r.URL.Path+"?"+next.Encode()+`>; rel="next"`)
+		setNext(w, r, url.Values{"n": {strconv.Itoa(n)}, "last": {items[n-1]}})
 	}
 	return items, nil
 }

@@ -95,13 +95,16 @@ func (reg *Registry) putManifest(w http.ResponseWriter, r *http.Request, rt rout
 	if len(payload) > oci.MaxManifestSize {
 		return tooBig
 	}
-	d := oci.FromBytes(payload)
+	// Hashed once, under the URL's algorithm when the URL names a digest.
+	alg := oci.SHA256
 	if ref.IsDigest() {
-		h := oci.NewHash(ref.Digest.Algorithm())
-		h.Write(payload)
-		if d = oci.DigestOf(ref.Digest.Algorithm(), h); d != ref.Digest {
-			return fmt.Errorf("%w: the manifest's digest is %s", oci.ErrDigestInvalid, d)
-		}
+		alg = ref.Digest.Algorithm()
+	}
+	sum := oci.NewHash(alg)
+	sum.Write(payload)
+	d := oci.DigestOf(alg, sum)
+	if ref.IsDigest() && d != ref.Digest {
+		return fmt.Errorf("%w: the manifest's digest is %s", oci.ErrDigestInvalid, d)
 	}
 	m, err := oci.ParseManifest(r.Header.Get("Content-Type"), payload)
 	if err != nil {

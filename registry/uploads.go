@@ -11,7 +11,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/berthhq/berth/metadata"
 	"github.com/berthhq/berth/oci"
@@ -286,10 +285,6 @@ func parseContentRange(s string) (start, end int64, err error) {
 	}
 	return start, end, nil
 }
-
-// copyBuffers hold 1 MiB each, for serving blobs: large writes are what
-// makes a fast copy to the connection.
-var copyBuffers = sync.Pool{New: func() any { return new([1 << 20]byte) }}
 
 var uploadIDRE = regexp.MustCompile(`^[0-9a-f]{32}$`)
 
