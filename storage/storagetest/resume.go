@@ -124,12 +124,18 @@ func testCancel(t *testing.T, d storage.Driver) {
 	if err := w.Cancel(t.Context()); err != nil {
 		t.Fatalf("Cancel: %v", err)
 	}
-	wantMissing(t, d, "up")
-	if w, err := d.Writer(t.Context(), "up", 6); !errors.Is(err, storage.ErrInvalidOffset) {
+	wantGone(t, d, "up", 6)
+}
+
+// wantGone checks that key holds nothing, not even bytes to resume after offset.
+func wantGone(t *testing.T, d storage.Driver, key string, offset int64) {
+	t.Helper()
+	wantMissing(t, d, key)
+	if w, err := d.Writer(t.Context(), key, offset); !errors.Is(err, storage.ErrInvalidOffset) {
 		if w != nil {
 			w.Cancel(t.Context())
 		}
-		t.Errorf("resuming a cancelled writer = %v, want ErrInvalidOffset", err)
+		t.Errorf("resuming %s at %d after Cancel = %v, want ErrInvalidOffset", key, offset, err)
 	}
 }
 
@@ -144,11 +150,5 @@ func testCancelResumed(t *testing.T, d storage.Driver) {
 		t.Fatalf("Cancel: %v", err)
 	}
 	// Cancel discards everything under the key, not only this writer's bytes.
-	wantMissing(t, d, "up")
-	if w, err := d.Writer(t.Context(), "up", 1); !errors.Is(err, storage.ErrInvalidOffset) {
-		if w != nil {
-			w.Cancel(t.Context())
-		}
-		t.Errorf("resuming after Cancel = %v, want ErrInvalidOffset", err)
-	}
+	wantGone(t, d, "up", 1)
 }
