@@ -41,7 +41,6 @@ const (
 	codeNameInvalid         = "NAME_INVALID"
 	codeNameUnknown         = "NAME_UNKNOWN"
 	codeSizeInvalid         = "SIZE_INVALID"
-	codeUnauthorized        = "UNAUTHORIZED"
 	codeDenied              = "DENIED"
 	codeUnsupported         = "UNSUPPORTED"
 	codeTooManyRequests     = "TOOMANYREQUESTS"
