@@ -258,7 +258,8 @@ func testConcurrentPushAndDelete(t *testing.T, be backend) {
 				c := metadata.Change{Actor: fmt.Sprint("writer ", i), Action: metadata.ActionPush}
 				if i%2 == 1 {
 					c.Action = metadata.ActionDelete
-					return tx.DeleteTag(t.Context(), "app", tag, c)
+					_, err := tx.DeleteTag(t.Context(), "app", tag, c)
+					return err
 				}
 				return tx.PutManifest(t.Context(), "app", ms[i].digest, ms[i].parsed, ms[i].payload, []string{tag}, c)
 			})
@@ -359,7 +360,7 @@ func testConcurrentDeleteManifest(t *testing.T, be backend) {
 		// Start the next round from a known state.
 		inTx(t, dbs[0], func(ctx context.Context, tx *metadata.Tx) error {
 			for _, tag := range tags(t, dbs[0], "app") {
-				if err := tx.DeleteTag(ctx, "app", tag, metadata.Change{Action: metadata.ActionDelete}); err != nil {
+				if _, err := tx.DeleteTag(ctx, "app", tag, metadata.Change{Action: metadata.ActionDelete}); err != nil {
 					return err
 				}
 			}

@@ -3,7 +3,6 @@ package metadata
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"slices"
 
@@ -21,39 +20,6 @@ type ManifestRecord struct {
 
 // Size is the manifest's length in bytes.
 func (m *ManifestRecord) Size() int64 { return int64(len(m.Payload)) }
-
-// Change records who changes a tag and why, for its history.
-type Change struct {
-	Actor  string
-	Action string // push, delete, …
-	// Immutable, if set, says which tags may not move once they point at
-	// a manifest (numbered tags, by the registry's policy): moving one to
-	// another manifest fails with a *TagImmutableError.
-	Immutable func(tag string) bool
-}
-
-// ErrTagImmutable: a tag that may not move was asked to; the error is a
-// *TagImmutableError saying where it points.
-var ErrTagImmutable = errors.New("metadata: tag is immutable")
-
-// TagImmutableError is the refusal to move an immutable tag.
-type TagImmutableError struct {
-	Tag     string
-	Current oci.Digest
-}
-
-func (e *TagImmutableError) Error() string {
-	return fmt.Sprintf("tag %s is immutable and points at %s", e.Tag, e.Current)
-}
-
-// Is makes errors.Is(err, ErrTagImmutable) true.
-func (e *TagImmutableError) Is(target error) bool { return target == ErrTagImmutable }
-
-// The actions the registry API records in tag history.
-const (
-	ActionPush   = "push"
-	ActionDelete = "delete"
-)
 
 // PutManifest stores a manifest in a repository, checking first that the
 // repository has everything the manifest references, and points the given

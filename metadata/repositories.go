@@ -57,3 +57,53 @@ func (db *DB) strings(ctx context.Context, query string, args ...any) ([]string,
 }
 
 func unixTime(ns int64) time.Time { return time.Unix(0, ns).UTC() }
+
+// RepositorySummary is what a repository holds, for the admin API.
+type RepositorySummary struct {
+	Name         string
+	Created      int64 // Unix nanoseconds
+	Tags         int64 // live tags
+	NumberedTags int64 // live tags that are versions
+	Manifests    int64
+	Size         int64 // bytes of the blobs and manifests it links, each once
+}
+
+// RepositorySummaries returns up to n repositories after the name after,
+// in lexical order. The numbered-tag counts are those of the version keys
+// (EnsureVersionKeys).
+func (db *DB) RepositorySummaries(ctx context.Context, after string, n int) ([]RepositorySummary, error) {
+	rows, err := db.query(ctx, summaryColumns+` WHERE r.name > $1 ORDER BY r.name LIMIT $2`, after, n)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []RepositorySummary{}
+	for rows.Next() {
+		s, err := scanSummary(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}
+
+// RepositorySummary describes one repository, or is ErrNotFound.
+func (db *DB) RepositorySummary(ctx context.Context, name string) (RepositorySummary, error) {
+	s, err := scanSummary(db.queryRow(ctx, summaryColumns+` WHERE r.name = $1`, name))
+	return s, noRows(err)
+}
+
+func scanSummary(r row) (RepositorySummary, error) {
+	var s RepositorySummary
+	err := r.Scan(&s.Name, &s.Created, &s.Tags, &s.NumberedTags, &s.Manifests, &s.Size)
+	return s, err
+}
+
+const summaryColumns = `SELECT r.name, r.created_at,
+		(SELECT count(*) FROM tags t WHERE t.repository_id = r.id AND t.ended_at IS NULL),
+		(SELECT count(*) FROM tags t WHERE t.repository_id = r.id AND t.ended_at IS NULL AND t.version_key IS NOT NULL),
+		(SELECT count(*) FROM repository_manifests rm WHERE rm.repository_id = r.id),
+		(SELECT COALESCE(sum(b.size), 0) FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest WHERE rb.repository_id = r.id)
+		+ (SELECT COALESCE(sum(m.size), 0) FROM repository_manifests rm JOIN manifests m ON m.digest = rm.digest WHERE rm.repository_id = r.id)
+	FROM repositories r`

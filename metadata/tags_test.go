@@ -45,7 +45,8 @@ func testTagHistory(t *testing.T, be backend) {
 	t4 := c.tick()
 	del := func() error {
 		return db.InTx(t.Context(), func(tx *metadata.Tx) error {
-			return tx.DeleteTag(t.Context(), "app", "latest", metadata.Change{Actor: "dave", Action: metadata.ActionDelete})
+			_, err := tx.DeleteTag(t.Context(), "app", "latest", metadata.Change{Actor: "dave", Action: metadata.ActionDelete})
+			return err
 		})
 	}
 	if err := del(); err != nil {
@@ -115,7 +116,8 @@ func testDeleteTagErrors(t *testing.T, be backend) {
 	mustPut(t, db, "app", image(t, config), "kept")
 	for _, tt := range []struct{ repo, tag string }{{"app", "never"}, {"nowhere", "kept"}} {
 		err := db.InTx(t.Context(), func(tx *metadata.Tx) error {
-			return tx.DeleteTag(t.Context(), tt.repo, tt.tag, metadata.Change{Action: metadata.ActionDelete})
+			_, err := tx.DeleteTag(t.Context(), tt.repo, tt.tag, metadata.Change{Action: metadata.ActionDelete})
+			return err
 		})
 		if !errors.Is(err, metadata.ErrNotFound) {
 			t.Errorf("DeleteTag(%s, %s) = %v, want ErrNotFound", tt.repo, tt.tag, err)
@@ -137,7 +139,8 @@ func testTagsPagination(t *testing.T, be backend) {
 	mustPut(t, db, "app", m, "latest", "9", "10", "A", "a", "_x", "v1.0", "1", "gone")
 	mustPut(t, db, "other", m, "b-other")
 	inTx(t, db, func(ctx context.Context, tx *metadata.Tx) error {
-		return tx.DeleteTag(ctx, "app", "gone", metadata.Change{Action: metadata.ActionDelete})
+		_, err := tx.DeleteTag(ctx, "app", "gone", metadata.Change{Action: metadata.ActionDelete})
+		return err
 	})
 	// Byte order: digits < upper case < '_' < lower case; "10" < "9".
 	all := []string{"1", "10", "9", "A", "_x", "a", "latest", "v1.0"}
@@ -236,11 +239,10 @@ func testImmutableTags(t *testing.T, be backend) {
 	config, l1, l2 := newBlob("config"), newBlob("one"), newBlob("two")
 	link(t, db, "app", config, l1, l2)
 	m1, m2 := image(t, config, l1), image(t, config, l2)
-	numbered := func(tag string) bool { return tag == "42" }
 	push := func(m manifest, tag string) error {
 		return db.InTx(t.Context(), func(tx *metadata.Tx) error {
 			return tx.PutManifest(t.Context(), "app", m.digest, m.parsed, m.payload, []string{tag},
-				metadata.Change{Action: metadata.ActionPush, Immutable: numbered})
+				metadata.Change{Action: metadata.ActionPush, Rules: metadata.TagRules{ImmutableNumbered: true}})
 		})
 	}
 	for _, step := range []struct {

@@ -1,8 +1,11 @@
 package oci
 
 import (
+	"bytes"
 	"fmt"
+	"math/big"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -60,6 +63,10 @@ func NewVersioning(orders []Ordering, pattern string) (*Versioning, error) {
 	if len(v.orders) == 0 {
 		return nil, fmt.Errorf("no tag ordering given")
 	}
+	// Every tag reads as lexical, and text order does not mix with numbers.
+	if slices.Contains(v.orders, OrderLexical) && len(v.orders) > 1 {
+		return nil, fmt.Errorf("the lexical ordering reads every tag, so it cannot be combined with others")
+	}
 	return v, nil
 }
 
@@ -72,12 +79,24 @@ func hasNamedGroup(re *regexp.Regexp) bool {
 	return false
 }
 
-// Version is a tag read as a version.
+// Scheme names the orderings and pattern: version keys made under one
+// scheme compare only with keys made under the same scheme.
+func (v *Versioning) Scheme() string {
+	s := make([]string, len(v.orders))
+	for i, o := range v.orders {
+		s[i] = string(o)
+		if o == OrderPattern {
+			s[i] += "(" + v.pattern.String() + ")"
+		}
+	}
+	return strings.Join(s, ",")
+}
+
+// Version is a tag read as a version. Key orders versions as bytes, so a
+// database can sort and index them: Compare is bytes.Compare of the keys.
 type Version struct {
-	Tag   string
-	order Ordering
-	nums  []string // decimal digits without leading zeros, most significant part first
-	pre   []string // semver pre-release identifiers; nil for a release
+	Tag string
+	Key []byte
 }
 
 var semverRE = regexp.MustCompile(`^v?(0|[1-9][0-9]*)(?:\.(0|[1-9][0-9]*))?(?:\.(0|[1-9][0-9]*))?(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?$`)
@@ -87,104 +106,101 @@ func (v *Versioning) Parse(tag string) (Version, bool) {
 	for _, o := range v.orders {
 		switch o {
 		case OrderInteger:
-			if tag != "" && strings.Trim(tag, "0123456789") == "" {
-				return Version{Tag: tag, order: o, nums: []string{trimZeros(tag)}}, true
+			if tag != "" && isDigits(tag) {
+				return numbered(tag, []string{tag}, nil), true
 			}
 		case OrderSemver:
 			if m := semverRE.FindStringSubmatch(tag); m != nil {
-				ver := Version{Tag: tag, order: OrderSemver, nums: []string{m[1], trimZeros(m[2]), trimZeros(m[3])}}
+				var pre []string
 				if m[4] != "" {
-					ver.pre = strings.Split(m[4], ".")
+					pre = strings.Split(m[4], ".")
 				}
-				return ver, true
+				return numbered(tag, m[1:4], pre), true
 			}
 		case OrderPattern:
 			if m := v.pattern.FindStringSubmatch(tag); m != nil {
-				ver := Version{Tag: tag, order: o}
+				var nums []string
 				for i, name := range v.pattern.SubexpNames() {
 					if name == "" {
 						continue
 					}
-					if strings.Trim(m[i], "0123456789") != "" {
+					if !isDigits(m[i]) {
 						return Version{}, false
 					}
-					ver.nums = append(ver.nums, trimZeros(m[i]))
+					nums = append(nums, m[i])
 				}
-				return ver, true
+				return numbered(tag, nums, nil), true
 			}
 		case OrderLexical:
-			return Version{Tag: tag, order: o}, true
+			return Version{Tag: tag, Key: []byte(tag)}, true
 		}
 	}
 	return Version{}, false
 }
 
-// trimZeros drops leading zeros, keeping "" for zero or an absent part.
-func trimZeros(s string) string { return strings.TrimLeft(s, "0") }
+func isDigits(s string) bool { return strings.Trim(s, "0123456789") == "" }
 
-// Compare orders two versions: negative when a is older than b, positive
-// when newer, 0 when they are the same version. Versions read under
-// different orderings compare by their numbers, an integer N being N.0.0.
-// Tags that are the same version (7 and 07) are told apart by their text,
-// so the order is total.
-func Compare(a, b Version) int {
-	if a.order == OrderLexical || b.order == OrderLexical {
-		return strings.Compare(a.Tag, b.Tag)
+// numbered builds the key of a version made of numbers, compared left to
+// right (a missing part is 0, so 7 is 7.0.0), then of semver pre-release
+// identifiers (a release sorts above its pre-releases), then of the tag
+// itself, so that 7 and 07 differ and the order is total:
+//
+//	key  = num* 0x00 (0x02 | 0x01 ident* 0x00) tag
+//	num  = len+1 digits        (no leading zeros; a longer number is larger)
+//	ident = 0x01 len+1 digits  (numeric identifiers sort below text)
+//	      | 0x02 text 0x00
+//
+// Tags are at most 128 characters, so a length fits in a byte.
+func numbered(tag string, nums, pre []string) Version {
+	for i := range nums {
+		nums[i] = strings.TrimLeft(nums[i], "0")
 	}
-	for i := range max(len(a.nums), len(b.nums)) {
-		if c := compareDigits(part(a.nums, i), part(b.nums, i)); c != 0 {
-			return c
+	for len(nums) > 0 && nums[len(nums)-1] == "" {
+		nums = nums[:len(nums)-1]
+	}
+	key := make([]byte, 0, 2*len(tag)+8)
+	for _, n := range nums {
+		key = append(append(key, byte(len(n)+1)), n...)
+	}
+	key = append(key, 0)
+	if pre == nil {
+		key = append(key, 2)
+	} else {
+		key = append(key, 1)
+		for _, id := range pre {
+			if isDigits(id) {
+				id = strings.TrimLeft(id, "0")
+				key = append(append(key, 1, byte(len(id)+1)), id...)
+			} else {
+				key = append(append(key, 2), id...)
+				key = append(key, 0)
+			}
 		}
+		key = append(key, 0)
 	}
-	if c := comparePre(a.pre, b.pre); c != 0 {
-		return c
-	}
-	return strings.Compare(a.Tag, b.Tag)
+	return Version{Tag: tag, Key: append(key, tag...)}
 }
 
-func part(nums []string, i int) string {
-	if i < len(nums) {
-		return nums[i]
-	}
-	return ""
-}
+// Compare orders two versions read under one Versioning: negative when a is
+// older than b, positive when newer, 0 only for the same tag.
+func Compare(a, b Version) int { return bytes.Compare(a.Key, b.Key) }
 
-// compareDigits compares decimal numbers written without leading zeros.
-func compareDigits(a, b string) int {
-	if len(a) != len(b) {
-		return len(a) - len(b)
+// Next is the tag one number above tag: its last run of digits plus one
+// (42 → 43, v1.4.9 → v1.4.10, 2024.11.26-42 → 2024.11.26-43). It reports
+// false for a tag without digits.
+func Next(tag string) (string, bool) {
+	end := strings.LastIndexAny(tag, "0123456789") + 1
+	if end == 0 {
+		return "", false
 	}
-	return strings.Compare(a, b)
-}
-
-// comparePre follows semver: a release is newer than its pre-releases;
-// identifiers compare numerically when both are numbers, else as text, and
-// numbers sort below text.
-func comparePre(a, b []string) int {
-	switch {
-	case a == nil && b == nil:
-		return 0
-	case a == nil:
-		return 1
-	case b == nil:
-		return -1
+	start := strings.LastIndexFunc(tag[:end], func(r rune) bool { return r < '0' || r > '9' }) + 1
+	n, ok := new(big.Int).SetString(tag[start:end], 10)
+	if !ok {
+		return "", false
 	}
-	for i := range min(len(a), len(b)) {
-		an, bn := strings.Trim(a[i], "0123456789") == "", strings.Trim(b[i], "0123456789") == ""
-		var c int
-		switch {
-		case an && bn:
-			c = compareDigits(trimZeros(a[i]), trimZeros(b[i]))
-		case an:
-			c = -1
-		case bn:
-			c = 1
-		default:
-			c = strings.Compare(a[i], b[i])
-		}
-		if c != 0 {
-			return c
-		}
+	digits := n.Add(n, big.NewInt(1)).String()
+	if w := end - start; len(digits) < w { // keep the width: 007 → 008
+		digits = strings.Repeat("0", w-len(digits)) + digits
 	}
-	return len(a) - len(b)
+	return tag[:start] + digits + tag[end:], true
 }

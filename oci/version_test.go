@@ -65,9 +65,31 @@ func TestNewVersioningErrors(t *testing.T) {
 		{nil, ""},
 		{[]Ordering{OrderPattern}, `(\d+)`},     // no named group
 		{[]Ordering{OrderPattern}, `(?P<n>\d+`}, // does not compile
+		{[]Ordering{OrderInteger, OrderLexical}, ""},
 	} {
 		if _, err := NewVersioning(tt.orders, tt.pattern); err == nil {
 			t.Errorf("NewVersioning(%v, %q) accepted", tt.orders, tt.pattern)
 		}
+	}
+}
+
+func TestNext(t *testing.T) {
+	v := DefaultVersioning()
+	for tag, want := range map[string]string{
+		"42": "43", "99": "100", "007": "008", "v1.4.9": "v1.4.10", "1.0.0-rc.1": "1.0.0-rc.2",
+		"2024.11.26-42": "2024.11.26-43", "99999999999999999999999": "100000000000000000000000",
+	} {
+		got, ok := Next(tag)
+		if !ok || got != want {
+			t.Errorf("Next(%q) = %q, %v; want %q", tag, got, ok, want)
+		}
+		a, _ := v.Parse(tag)
+		b, _ := v.Parse(got)
+		if a.Key != nil && Compare(b, a) <= 0 {
+			t.Errorf("Next(%q) = %q is not newer", tag, got)
+		}
+	}
+	if got, ok := Next("latest"); ok {
+		t.Errorf("Next(latest) = %q, want no next", got)
 	}
 }

@@ -36,11 +36,11 @@ func TestAdminTagHistory(t *testing.T) {
 		_, d := s.pushImage("team/app", "latest", []byte{byte(i)}) // latest moves five times
 		digests = append(digests, d)
 	}
-	var events []tagEvent
+	var events []eventJSON
 	for _, p := range s.follow(t, "/admin/v1/repositories/team/app/tags/latest/history?limit=2") {
 		var body struct {
 			Tag    string
-			Events []tagEvent
+			Events []eventJSON
 		}
 		if err := json.Unmarshal(p.body, &body); err != nil || body.Tag != "latest" {
 			t.Fatalf("history page: %v %s", err, p.body)

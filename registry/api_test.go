@@ -352,7 +352,7 @@ func TestNumberedTagsImmutable(t *testing.T) {
 
 	// A registry configured to let numbered tags move.
 	store, db := s.store, s.db
-	h := New(Options{Store: store, DB: db, MutableNumberedTags: true})
+	h := New(Options{Store: store, DB: db, Policy: Policy{ImmutableNumbered: ptr(false)}})
 	srv := httptest.NewServer(h)
 	defer srv.Close()
 	req, _ := http.NewRequest("PUT", srv.URL+"/v2/app/manifests/42", bytes.NewReader(m2))
@@ -363,6 +363,6 @@ func TestNumberedTagsImmutable(t *testing.T) {
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("moving 42 with MutableNumberedTags: %d", resp.StatusCode)
+		t.Fatalf("moving 42 with mutable numbered tags: %d", resp.StatusCode)
 	}
 }

@@ -48,6 +48,12 @@ const (
 	// an unsatisfiable range on a blob GET.
 	codePaginationInvalid = "PAGINATION_NUMBER_INVALID"
 	codeRangeInvalid      = "RANGE_INVALID"
+	// Berth's own, for the admin API.
+	codeTagUnknown     = "TAG_UNKNOWN"
+	codeTagConflict    = "TAG_CONFLICT"
+	codePolicyInvalid  = "POLICY_INVALID"
+	codePolicyUnknown  = "POLICY_UNKNOWN"
+	codeRequestInvalid = "REQUEST_INVALID"
 )
 
 // toAPIError maps any error to the spec's terms. Sentinels that mean the same
@@ -57,14 +63,26 @@ func toAPIError(err error) *apiError {
 	var ae *apiError
 	var missing *metadata.MissingReferenceError
 	var immutable *metadata.TagImmutableError
+	var tooLow *metadata.TagTooLowError
+	var conflict *metadata.TagConflictError
 	switch {
 	case errors.As(err, &ae):
 		return ae
 	case errors.As(err, &immutable):
 		e := newError(http.StatusForbidden, codeDenied, fmt.Sprintf(
-			"tag %s is a numbered tag, and numbered tags are immutable: it points at %s; push this manifest under a new number",
+			"tag %s is a numbered tag, and numbered tags are immutable here (policy immutableNumbered): it points at %s; push this manifest under a new number",
 			immutable.Tag, immutable.Current))
 		e.Detail = map[string]string{"tag": immutable.Tag, "digest": string(immutable.Current)}
+		return e
+	case errors.As(err, &tooLow):
+		e := newError(http.StatusForbidden, codeDenied, fmt.Sprintf(
+			"tag %s is older than the newest version, %s, and this repository refuses older numbers (policy refuseLower)",
+			tooLow.Tag, tooLow.Newest))
+		e.Detail = map[string]string{"tag": tooLow.Tag, "newest": tooLow.Newest}
+		return e
+	case errors.As(err, &conflict):
+		e := newError(http.StatusConflict, codeTagConflict, conflict.Error())
+		e.Detail = map[string]string{"tag": conflict.Tag, "digest": string(conflict.Current)}
 		return e
 	case errors.As(err, &missing):
 		e := newError(http.StatusBadRequest, codeManifestBlobUnknown, missing.Error())

@@ -121,8 +121,12 @@ func (reg *Registry) putManifest(w http.ResponseWriter, r *http.Request, rt rout
 		}
 	}
 	ctx := r.Context()
+	p, err := reg.policies.forRepository(ctx, rt.name)
+	if err != nil {
+		return err
+	}
 	err = reg.db.InTx(ctx, func(tx *metadata.Tx) error {
-		return tx.PutManifest(ctx, rt.name, d, m, payload, tags, metadata.Change{Action: metadata.ActionPush, Immutable: reg.immutable})
+		return tx.PutManifest(ctx, rt.name, d, m, payload, tags, metadata.Change{Action: metadata.ActionPush, Rules: p.tagRules()})
 	})
 	if err != nil {
 		return err
@@ -155,7 +159,8 @@ func (reg *Registry) deleteManifest(w http.ResponseWriter, r *http.Request, rt r
 		if ref.IsDigest() {
 			return tx.DeleteManifest(ctx, rt.name, ref.Digest, c)
 		}
-		return tx.DeleteTag(ctx, rt.name, ref.Tag, c)
+		_, err := tx.DeleteTag(ctx, rt.name, ref.Tag, c)
+		return err
 	})
 	if errors.Is(err, metadata.ErrNotFound) {
 		return manifestUnknown(ref)

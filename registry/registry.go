@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -19,24 +20,42 @@ type Options struct {
 	// RedirectExpiry, when positive and the storage can presign URLs, makes
 	// blob GETs answer 307 to a URL valid that long instead of streaming.
 	RedirectExpiry time.Duration
-	// Versioning says which tags are numbered (versions); nil means
-	// integers, then semantic versions.
-	Versioning *oci.Versioning
-	// MutableNumberedTags lets a push move a numbered tag to another
-	// manifest. By default a numbered tag, once pushed, keeps its manifest.
-	MutableNumberedTags bool
+	// Policy is the default tag policy of every repository. Fields left
+	// out default to: ordering integer then semver, numbered tags
+	// immutable, lower numbers accepted, no retention.
+	Policy Policy
+	// PolicyRules override the default for the repositories they match;
+	// rules stored through the admin API override these at equal
+	// specificity. ValidatePolicyRules checks them.
+	PolicyRules []PolicyRule
+	// RestoreWindow is how long a deleted tag can be restored (default 14 days).
+	RestoreWindow time.Duration
+}
+
+// ValidatePolicyRules reports the first invalid rule.
+func ValidatePolicyRules(rules []PolicyRule) error {
+	for _, r := range rules {
+		if !validGlob(r.Repositories) {
+			return fmt.Errorf("policy rule: %q is neither a repository name nor a glob", r.Repositories)
+		}
+		if err := r.Policy.check(); err != nil {
+			return fmt.Errorf("policy rule for %s: %w", r.Repositories, err)
+		}
+	}
+	return nil
 }
 
 // Registry serves the OCI distribution API.
 type Registry struct {
-	store      *storage.Store
-	db         *metadata.DB
-	log        *slog.Logger
-	redirect   time.Duration
-	versioning *oci.Versioning
-	// immutable reports whether a push may not move a tag (nil: any may).
-	immutable func(tag string) bool
-	routes    map[routeKey]handlerFunc
+	store    *storage.Store
+	db       *metadata.DB
+	log      *slog.Logger
+	redirect time.Duration
+	policies *policies
+	// restoreWindow is how long a deleted tag can be restored.
+	restoreWindow time.Duration
+	routes        map[routeKey]handlerFunc
+	adminRoutes   map[routeKey]adminHandler
 }
 
 type routeKey struct{ endpoint, method string }
@@ -47,14 +66,12 @@ func New(o Options) *Registry {
 	if log == nil {
 		log = slog.Default()
 	}
-	reg := &Registry{store: o.Store, db: o.DB, log: log, redirect: o.RedirectExpiry}
-	reg.versioning = o.Versioning
-	if reg.versioning == nil {
-		reg.versioning = oci.DefaultVersioning()
+	reg := &Registry{store: o.Store, db: o.DB, log: log, redirect: o.RedirectExpiry, restoreWindow: o.RestoreWindow}
+	if reg.restoreWindow <= 0 {
+		reg.restoreWindow = 14 * 24 * time.Hour
 	}
-	if !o.MutableNumberedTags {
-		reg.immutable = func(tag string) bool { _, numbered := reg.versioning.Parse(tag); return numbered }
-	}
+	defaults := Policy{Ordering: []oci.Ordering{oci.OrderInteger, oci.OrderSemver}, ImmutableNumbered: ptr(true), RefuseLower: ptr(false)}
+	reg.policies = &policies{defaults: defaults.overlay(o.Policy), config: o.PolicyRules, db: o.DB}
 	reg.routes = map[routeKey]handlerFunc{
 		{epBase, http.MethodGet}:        reg.base,
 		{epBase, http.MethodHead}:       reg.base,
@@ -74,8 +91,11 @@ func New(o Options) *Registry {
 		{epTags, http.MethodGet}:        reg.listTags,
 		{epReferrers, http.MethodGet}:   reg.referrers,
 	}
+	reg.adminRoutes = reg.newAdminRoutes()
 	return reg
 }
+
+func ptr[T any](v T) *T { return &v }
 
 // route is a parsed /v2/ path: which endpoint, and its parameters.
 type route struct {

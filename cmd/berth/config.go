@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/berthhq/berth/oci"
+	"github.com/berthhq/berth/registry"
 	"github.com/berthhq/berth/storage/s3"
 	"go.yaml.in/yaml/v3"
 )
@@ -19,16 +21,21 @@ import (
 // YAML file, a BERTH_* environment variable and a flag can set, in that
 // order of precedence (a flag wins).
 type config struct {
-	Addr                string
-	DataDir             string
-	StorageDriver       string
-	DiskFsync           bool
-	S3                  s3.Options
-	Redirect            time.Duration
-	Database            string
-	TagOrdering         string
-	TagPattern          string
-	MutableNumbered     bool
+	Addr              string
+	DataDir           string
+	StorageDriver     string
+	DiskFsync         bool
+	S3                s3.Options
+	Redirect          time.Duration
+	Database          string
+	TagOrdering       string
+	TagPattern        string
+	MutableNumbered   bool
+	RefuseLower       bool
+	RestoreWindow     time.Duration
+	RetentionInterval time.Duration
+	// Policies are per-repository tag policies; only the YAML file has them.
+	Policies            []registry.PolicyRule
 	LogLevel            string
 	LogFormat           string
 	UploadMaxAge        time.Duration
@@ -36,17 +43,14 @@ type config struct {
 	ShutdownTimeout     time.Duration
 }
 
-// versioning is how tags read as versions, from tags.ordering and tags.pattern.
-func (c *config) versioning() (*oci.Versioning, error) {
+// policy is the default tag policy, from the tags.* options.
+func (c *config) policy() registry.Policy {
 	var orders []oci.Ordering
 	for _, o := range strings.Split(c.TagOrdering, ",") {
 		orders = append(orders, oci.Ordering(strings.TrimSpace(o)))
 	}
-	v, err := oci.NewVersioning(orders, c.TagPattern)
-	if err != nil {
-		return nil, fmt.Errorf("tags.ordering: %w", err)
-	}
-	return v, nil
+	immutable := !c.MutableNumbered
+	return registry.Policy{Ordering: orders, Pattern: c.TagPattern, ImmutableNumbered: &immutable, RefuseLower: &c.RefuseLower}
 }
 
 // isPostgres reports whether the database option names a PostgreSQL server
@@ -80,6 +84,9 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.TagOrdering, "tags.ordering", "integer,semver", "how tags read as versions (numbered tags): integer, semver, pattern or lexical, several tried in turn")
 	fs.StringVar(&c.TagPattern, "tags.pattern", "", "regular expression of the pattern ordering; its named groups are numbers compared left to right")
 	fs.BoolVar(&c.MutableNumbered, "tags.mutable-numbered", false, "let a push move a numbered tag to another manifest (by default numbered tags are immutable)")
+	fs.BoolVar(&c.RefuseLower, "tags.refuse-lower", false, "refuse a new numbered tag older than the repository's newest")
+	fs.DurationVar(&c.RestoreWindow, "tags.restore-window", 14*24*time.Hour, "how long a deleted tag can be restored (garbage collection keeps what it points at)")
+	fs.DurationVar(&c.RetentionInterval, "tags.retention-interval", 10*time.Minute, "how often to apply the retention rules of the tag policies")
 	fs.StringVar(&c.LogLevel, "log.level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log.format", "text", "log format: text or json")
 	fs.DurationVar(&c.UploadMaxAge, "uploads.max-age", 24*time.Hour, "reclaim uploads untouched for this long")
@@ -121,6 +128,12 @@ func loadConfig(name string, args []string) (*config, error) {
 		if err := yaml.Unmarshal(b, &doc); err != nil {
 			return nil, fmt.Errorf("%s: %w", *configFile, err)
 		}
+		if p, ok := doc["policies"]; ok {
+			if c.Policies, err = decodePolicies(p); err != nil {
+				return nil, fmt.Errorf("%s: policies: %w", *configFile, err)
+			}
+			delete(doc, "policies")
+		}
 		flatten("", doc, fromFile)
 	}
 	var errs []error
@@ -158,13 +171,14 @@ func loadConfig(name string, args []string) (*config, error) {
 	}
 	for name, d := range map[string]time.Duration{
 		"uploads.max-age": c.UploadMaxAge, "uploads.purge-interval": c.UploadPurgeInterval, "shutdown-timeout": c.ShutdownTimeout,
+		"tags.restore-window": c.RestoreWindow, "tags.retention-interval": c.RetentionInterval,
 	} {
 		if d <= 0 {
 			return nil, fmt.Errorf("%s must be positive, not %s", name, d)
 		}
 	}
-	if _, err := c.versioning(); err != nil {
-		return nil, err
+	if err := registry.ValidatePolicyRules(append([]registry.PolicyRule{{Repositories: "*", Policy: c.policy()}}, c.Policies...)); err != nil {
+		return nil, fmt.Errorf("tags: %w", err)
 	}
 	if c.Redirect < 0 {
 		return nil, fmt.Errorf("storage.redirect must not be negative")
@@ -179,6 +193,21 @@ func loadConfig(name string, args []string) (*config, error) {
 		return nil, fmt.Errorf("storage.driver: %q is neither disk nor s3", c.StorageDriver)
 	}
 	return c, nil
+}
+
+// decodePolicies reads the policies list of the YAML file, strictly.
+func decodePolicies(v any) ([]registry.PolicyRule, error) {
+	b, err := yaml.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	var rules []registry.PolicyRule
+	if err := dec.Decode(&rules); err != nil {
+		return nil, err
+	}
+	return rules, nil
 }
 
 // flatten turns nested YAML maps into dotted keys: {log: {level: x}} is log.level=x.

@@ -3,16 +3,22 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/berthhq/berth/oci"
+	"github.com/berthhq/berth/registry"
 	"github.com/berthhq/berth/storage/s3"
 )
 
+func ptr[T any](v T) *T { return &v }
+
 func TestConfigPrecedence(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "berth.yaml")
-	os.WriteFile(file, []byte("addr: \":7000\"\ndata: /srv/berth\nlog:\n  level: warn\n  format: json\nuploads:\n  max-age: 2h\nstorage:\n  disk:\n    fsync: false\n"), 0o644)
+	os.WriteFile(file, []byte("addr: \":7000\"\ndata: /srv/berth\nlog:\n  level: warn\n  format: json\nuploads:\n  max-age: 2h\nstorage:\n  disk:\n    fsync: false\n"+
+		"policies:\n  - repositories: team/*\n    ordering: [semver]\n    retention:\n      keepNewest: 5\n      keepYoungerThan: 720h\n"), 0o644)
 	t.Setenv("BERTH_LOG_LEVEL", "debug")
 	t.Setenv("BERTH_UPLOADS_PURGE_INTERVAL", "1m")
 
@@ -33,8 +39,14 @@ func TestConfigPrecedence(t *testing.T) {
 		UploadMaxAge:        2 * time.Hour,
 		UploadPurgeInterval: time.Minute,
 		ShutdownTimeout:     30 * time.Second,
+		RestoreWindow:       14 * 24 * time.Hour,
+		RetentionInterval:   10 * time.Minute,
+		Policies: []registry.PolicyRule{{Repositories: "team/*", Policy: registry.Policy{
+			Ordering:  []oci.Ordering{oci.OrderSemver},
+			Retention: &registry.Retention{KeepNewest: ptr(5), KeepYoungerThan: ptr(registry.Duration(720 * time.Hour))},
+		}}},
 	}
-	if *c != want {
+	if !reflect.DeepEqual(*c, want) {
 		t.Fatalf("got  %+v\nwant %+v", *c, want)
 	}
 }
@@ -85,7 +97,7 @@ func TestDeployConfigs(t *testing.T) {
 		t.Fatal(err)
 	}
 	single.Database = filepath.Clean(single.Database)
-	if *single != *defaults {
+	if !reflect.DeepEqual(*single, *defaults) {
 		t.Fatalf("deploy/berth.yaml differs from the defaults:\n file     %+v\n defaults %+v", *single, *defaults)
 	}
 	t.Setenv("BERTH_DATABASE", "postgres://berth:secret@db:5432/berth")

@@ -104,20 +104,22 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
-	versioning, err := c.versioning()
-	if err != nil {
-		return err
-	}
+	reg := registry.New(registry.Options{
+		Store: store, DB: db, Logger: log, RedirectExpiry: c.Redirect,
+		Policy: c.policy(), PolicyRules: c.Policies, RestoreWindow: c.RestoreWindow,
+	})
 	srv := &http.Server{
-		Handler: registry.New(registry.Options{
-			Store: store, DB: db, Logger: log, RedirectExpiry: c.Redirect,
-			Versioning: versioning, MutableNumberedTags: c.MutableNumbered,
-		}),
+		Handler:           reg,
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	go purgeUploads(ctx, log, db, store, c)
+	go every(ctx, c.RetentionInterval, func() {
+		if _, err := reg.EnforceRetention(ctx); err != nil && ctx.Err() == nil {
+			log.Error("enforcing retention", "error", err)
+		}
+	})
 
 	log.Info("berth serving", "addr", ln.Addr().String(), "storage", c.StorageDriver, "metadata", map[bool]string{true: "postgres", false: c.Database}[c.isPostgres()])
 	errc := make(chan error, 1)
@@ -155,9 +157,7 @@ func openStore(ctx context.Context, c *config) (*storage.Store, error) {
 
 // purgeUploads reclaims abandoned uploads every purge interval.
 func purgeUploads(ctx context.Context, log *slog.Logger, db *metadata.DB, store *storage.Store, c *config) {
-	t := time.NewTicker(c.UploadPurgeInterval)
-	defer t.Stop()
-	for {
+	every(ctx, c.UploadPurgeInterval, func() {
 		rep, err := gc.PurgeUploads(ctx, db, store, time.Now().Add(-c.UploadMaxAge))
 		if err != nil && ctx.Err() == nil {
 			log.Error("purging abandoned uploads", "error", err)
@@ -165,6 +165,15 @@ func purgeUploads(ctx context.Context, log *slog.Logger, db *metadata.DB, store 
 		if rep.Sessions+rep.Files > 0 {
 			log.Info("purged abandoned uploads", "sessions", rep.Sessions, "files", rep.Files, "bytes", rep.Bytes)
 		}
+	})
+}
+
+// every runs fn now and then every interval until ctx ends.
+func every(ctx context.Context, interval time.Duration, fn func()) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		fn()
 		select {
 		case <-ctx.Done():
 			return
