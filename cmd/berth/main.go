@@ -1,4 +1,5 @@
-// Command berth is the Berth container registry: `berth serve` runs it.
+// Command berth is the Berth container registry: `berth serve` runs it, and
+// the other commands administer a running one through its admin API.
 package main
 
 import (
@@ -12,7 +13,9 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
+	"text/tabwriter"
 	"time"
 
 	"github.com/berthhq/berth/gc"
@@ -23,15 +26,33 @@ import (
 	"github.com/berthhq/berth/storage/s3"
 )
 
-const usage = `Berth is a container registry.
+// usage lists every command: serve, then the admin commands.
+func usage() string {
+	var b strings.Builder
+	b.WriteString(`Berth is a container registry.
 
 Usage:
   berth serve [flags]   run the registry (berth serve --help lists the flags)
-`
+
+Admin commands, clients of a running registry's admin API:
+`)
+	tw := tabwriter.NewWriter(&b, 0, 0, 3, ' ', 0)
+	for _, a := range adminCommands {
+		fmt.Fprintf(tw, "  berth %s\t%s\n", strings.TrimSpace(a.name+" "+a.args), a.about)
+	}
+	tw.Flush()
+	b.WriteString(`
+Every admin command takes --url (default $BERTH_URL, else http://localhost:5000),
+--user and --password (default $BERTH_USER and $BERTH_PASSWORD, sent as HTTP basic
+authentication) and --json (print the server's JSON); listings follow every page
+unless --limit N. berth COMMAND --help lists a command's flags.
+`)
+	return b.String()
+}
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprint(os.Stderr, usage)
+		fmt.Fprint(os.Stderr, usage())
 		os.Exit(2)
 	}
 	var err error
@@ -39,14 +60,24 @@ func main() {
 	case "serve":
 		err = serve(os.Args[2:])
 	case "help", "-h", "--help":
-		fmt.Print(usage)
+		fmt.Print(usage())
 		return
 	default:
-		fmt.Fprintf(os.Stderr, "berth: unknown command %q\n\n%s", os.Args[1], usage)
-		os.Exit(2)
+		var ok bool
+		if ok, err = runAdmin(os.Args[1:], os.Stdout, os.Stderr); !ok {
+			fmt.Fprintf(os.Stderr, "berth: unknown command %q\n\n%s", os.Args[1], usage())
+			os.Exit(2)
+		}
 	}
 	if errors.Is(err, flag.ErrHelp) {
 		return
+	}
+	var ue *usageError
+	if errors.As(err, &ue) {
+		if !ue.shown {
+			fmt.Fprintln(os.Stderr, "berth:", err)
+		}
+		os.Exit(2)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "berth:", err)
