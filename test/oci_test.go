@@ -56,9 +56,18 @@ func uniqueRepo(t testing.TB, prefix string) string {
 // httpDo sends one request and returns the response with its body read.
 func httpDo(t testing.TB, method, u string, body []byte, header map[string]string) (*http.Response, []byte) {
 	t.Helper()
-	req, err := http.NewRequest(method, u, bytes.NewReader(body))
+	resp, b, err := tryDo(method, u, body, header)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return resp, b
+}
+
+// tryDo is httpDo returning its error, for goroutines other than the test's.
+func tryDo(method, u string, body []byte, header map[string]string) (*http.Response, []byte, error) {
+	req, err := http.NewRequest(method, u, bytes.NewReader(body))
+	if err != nil {
+		return nil, nil, err
 	}
 	if body == nil {
 		req.Body = nil
@@ -68,14 +77,14 @@ func httpDo(t testing.TB, method, u string, body []byte, header map[string]strin
 	}
 	resp, err := httpClient.Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, u, err)
+		return nil, nil, fmt.Errorf("%s %s: %w", method, u, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatalf("%s %s: reading body: %v", method, u, err)
+		return nil, nil, fmt.Errorf("%s %s: reading body: %w", method, u, err)
 	}
-	return resp, b
+	return resp, b, nil
 }
 
 // expectStatus fails unless resp has the wanted status, showing the request and the body.
@@ -190,13 +199,14 @@ type descriptor struct {
 
 // manifest is the part of an image manifest or index the tests read.
 type manifest struct {
-	SchemaVersion int          `json:"schemaVersion"`
-	MediaType     string       `json:"mediaType,omitempty"`
-	ArtifactType  string       `json:"artifactType,omitempty"`
-	Config        *descriptor  `json:"config,omitempty"`
-	Layers        []descriptor `json:"layers,omitempty"`
-	Manifests     []descriptor `json:"manifests,omitempty"`
-	Subject       *descriptor  `json:"subject,omitempty"`
+	SchemaVersion int               `json:"schemaVersion"`
+	MediaType     string            `json:"mediaType,omitempty"`
+	ArtifactType  string            `json:"artifactType,omitempty"`
+	Config        *descriptor       `json:"config,omitempty"`
+	Layers        []descriptor      `json:"layers,omitempty"`
+	Manifests     []descriptor      `json:"manifests,omitempty"`
+	Subject       *descriptor       `json:"subject,omitempty"`
+	Annotations   map[string]string `json:"annotations,omitempty"`
 }
 
 func parseManifest(t testing.TB, b []byte) manifest {

@@ -171,27 +171,41 @@ func expectRange(t testing.TB, resp *http.Response, n int) {
 	}
 }
 
-// expectOCIError checks the status and that the body is an OCI error envelope holding code.
-func expectOCIError(t testing.TB, resp *http.Response, body []byte, status int, code string) {
-	t.Helper()
-	expectStatus(t, resp, body, status)
+// ociError is one error of the OCI error envelope.
+type ociError struct {
+	Code    string          `json:"code"`
+	Message string          `json:"message"`
+	Detail  json.RawMessage `json:"detail,omitempty"`
+}
+
+// findOCIError returns the error with code from an OCI error envelope.
+func findOCIError(body []byte, code string) (ociError, error) {
 	var env struct {
-		Errors []struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-		} `json:"errors"`
+		Errors []ociError `json:"errors"`
 	}
 	if err := json.Unmarshal(body, &env); err != nil {
-		t.Fatalf("%s %s: error body is not an OCI error envelope: %v\n%s", resp.Request.Method, resp.Request.URL, err, truncate(body))
+		return ociError{}, fmt.Errorf("error body is not an OCI error envelope: %v\n%s", err, truncate(body))
 	}
 	var codes []string
 	for _, e := range env.Errors {
 		if e.Code == code {
-			return
+			return e, nil
 		}
 		codes = append(codes, e.Code)
 	}
-	t.Fatalf("%s %s: error codes [%s], want %s\n%s", resp.Request.Method, resp.Request.URL, strings.Join(codes, " "), code, truncate(body))
+	return ociError{}, fmt.Errorf("error codes [%s], want %s\n%s", strings.Join(codes, " "), code, truncate(body))
+}
+
+// expectOCIError checks the status and that the body is an OCI error envelope holding code,
+// and returns that error.
+func expectOCIError(t testing.TB, resp *http.Response, body []byte, status int, code string) ociError {
+	t.Helper()
+	expectStatus(t, resp, body, status)
+	e, err := findOCIError(body, code)
+	if err != nil {
+		t.Fatalf("%s %s: %v", resp.Request.Method, resp.Request.URL, err)
+	}
+	return e
 }
 
 // expectBlobsAbsent checks that HEAD on each digest answers 404 in repo.
