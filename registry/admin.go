@@ -1,10 +1,10 @@
 package registry
 
 import (
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"regexp"
@@ -222,8 +222,9 @@ func (reg *Registry) checkRepository(r *http.Request, name string) error {
 func readBody(r *http.Request, v any) error {
 	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 1<<20))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil && err.Error() != "EOF" {
-		return newError(http.StatusBadRequest, codeRequestInvalid, "invalid JSON body: "+err.Error())
+	if err := dec.Decode(v); err != nil && err != io.EOF {
+		e := newError(http.StatusBadRequest, codeRequestInvalid, "invalid JSON body: "+err.Error())
+		return errors.Join(e, err) // the cause, for handlers that tell causes apart
 	}
 	if dec.More() {
 		return newError(http.StatusBadRequest, codeRequestInvalid, "invalid JSON body: more than one value")
@@ -381,8 +382,12 @@ func (reg *Registry) listAdminTags(w http.ResponseWriter, r *http.Request, rt ad
 		return err
 	}
 	// Filtered in Go, so read on until the page is full.
+	cursor := q.Get("cursor")
+	if cursor != "" && oci.ValidateTag(cursor) != nil {
+		return errInvalidCursor
+	}
 	var rows []metadata.TagEvent
-	for after := q.Get("cursor"); len(rows) <= n; {
+	for after := cursor; len(rows) <= n; {
 		batch, err := reg.db.TagStates(r.Context(), rt.name, state, after, 500)
 		if err != nil {
 			return err
@@ -519,7 +524,7 @@ func (reg *Registry) repositoryHistory(w http.ResponseWriter, r *http.Request, r
 }
 
 // versions lists a repository's numbered tags in version order, newest
-// first, a page at a time; the cursor encodes the last version's key.
+// first, a page at a time.
 //
 // GET /admin/v1/repositories/<name>/versions?limit=&cursor=
 func (reg *Registry) versions(w http.ResponseWriter, r *http.Request, rt adminRoute) error {
@@ -527,23 +532,26 @@ func (reg *Registry) versions(w http.ResponseWriter, r *http.Request, rt adminRo
 	if err != nil {
 		return err
 	}
+	p, err := reg.versionKeys(r, rt.name)
+	if err != nil {
+		return err
+	}
+	// The cursor is the last tag of the previous page: its key is the
+	// same whether or not the tag still exists.
 	var after []byte
 	c := r.URL.Query().Get("cursor")
 	if c != "" {
-		if after, err = base64.RawURLEncoding.DecodeString(c); err != nil || len(after) == 0 {
+		v, ok := p.versioning.Parse(c)
+		if !ok {
 			return errInvalidCursor
 		}
-	}
-	if _, err := reg.versionKeys(r, rt.name); err != nil {
-		return err
+		after = v.Key
 	}
 	rows, err := reg.db.Versions(r.Context(), rt.name, after, n+1)
 	if err != nil {
 		return err
 	}
-	rows, next := trimPage(w, r, rows, n, func(e metadata.TagEvent) string {
-		return base64.RawURLEncoding.EncodeToString([]byte(e.VersionKey))
-	})
+	rows, next := trimPage(w, r, rows, n, func(e metadata.TagEvent) string { return e.Tag })
 	out := make([]versionJSON, len(rows))
 	for i, e := range rows {
 		out[i] = versionJSON{e.Tag, e.Digest, jsonTime(e.Start), i == 0 && c == ""}
@@ -798,6 +806,10 @@ func (reg *Registry) getPolicy(w http.ResponseWriter, r *http.Request, rt adminR
 func (reg *Registry) putPolicy(w http.ResponseWriter, r *http.Request, rt adminRoute) error {
 	var p Policy
 	if err := readBody(r, &p); err != nil {
+		var bad *badDuration
+		if errors.As(err, &bad) {
+			return newError(http.StatusBadRequest, codePolicyInvalid, bad.Error())
+		}
 		return err
 	}
 	if err := p.check(); err != nil {

@@ -44,8 +44,17 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d)
 
 func (d *Duration) UnmarshalText(b []byte) error {
 	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return &badDuration{string(b)}
+	}
 	*d = Duration(v)
-	return err
+	return nil
+}
+
+type badDuration struct{ text string }
+
+func (e *badDuration) Error() string {
+	return fmt.Sprintf("%q is not a duration (write it as 720h, 90m or 1h30m)", e.text)
 }
 
 // PolicyRule is a policy for the repositories a glob matches: `*` matches

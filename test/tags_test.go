@@ -453,7 +453,7 @@ func TestAdminBadInput(t *testing.T) {
 			{"BadHistoryCursor", http.MethodGet, "/tags/latest/history?cursor=not-a-cursor", "", 400, "PAGINATION_NUMBER_INVALID"},
 			{"BadRepositoryHistoryCursor", http.MethodGet, "/history?cursor=not-a-cursor", "", 400, "PAGINATION_NUMBER_INVALID"},
 			{"BadVersionsCursor", http.MethodGet, "/versions?cursor=not-a-cursor", "", 400, "PAGINATION_NUMBER_INVALID"},
-			{"BadTagsCursor", http.MethodGet, "/tags?cursor=not-a-cursor", "", 400, "PAGINATION_NUMBER_INVALID"},
+			{"BadTagsCursor", http.MethodGet, "/tags?cursor=-not-a-tag", "", 400, "PAGINATION_NUMBER_INVALID"},
 			{"BadLimit", http.MethodGet, "/versions?limit=0", "", 400, "PAGINATION_NUMBER_INVALID"},
 		}
 		before := adminState(t, s, repo)
