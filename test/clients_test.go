@@ -293,32 +293,3 @@ func expectLines(t testing.TB, what string, out []byte, want ...string) {
 		t.Fatalf("%s: printed %q, want %q", what, got, want)
 	}
 }
-
-// TestImmutableNumberedTags: pushing another image under a numbered tag with crane is refused
-// with DENIED and a reason, and the tag keeps its image; a moving tag moves.
-func TestImmutableNumberedTags(t *testing.T) {
-	t.Parallel()
-	s := sharedServer(t)
-	crane := tool{path: craneBin(t), env: []string{"DOCKER_CONFIG=" + t.TempDir()}}
-	repo := uniqueRepo(t, "immutable")
-	push := func(tag string, content string) ([]byte, []byte, error) {
-		layer := filepath.Join(t.TempDir(), "layer.tar")
-		writeFile(t, layer, tarFiles(t, map[string][]byte{"f": []byte(content)}))
-		return crane.exec("append", "--insecure", "--oci-empty-base", "-f", layer, "-t", s.ref(repo, ":"+tag))
-	}
-	out, errOut, err := push("7", "first")
-	if err != nil {
-		t.Fatalf("first push of :7: %v\n%s", err, errOut)
-	}
-	_, first, _ := strings.Cut(strings.TrimSpace(string(out)), "@")
-	_, errOut, err = push("7", "second")
-	if err == nil || !strings.Contains(string(errOut), "DENIED") || !strings.Contains(string(errOut), "immutable") {
-		t.Fatalf("pushing another image to :7: err %v, stderr:\n%s", err, errOut)
-	}
-	expectOutput(t, "digest of :7 after the refused push", crane.run(t, "digest", "--insecure", s.ref(repo, ":7")), first)
-	for _, content := range []string{"first", "second"} {
-		if _, errOut, err := push("latest", content); err != nil {
-			t.Fatalf("moving :latest: %v\n%s", err, errOut)
-		}
-	}
-}

@@ -20,7 +20,8 @@ func main() { fmt.Println("hello from a Berth-served image") }
 `
 
 // TestDocker pushes an image built from a static binary with the local Docker engine, pushes it again
-// to a second repository (a cross-repository mount), removes it, pulls it back and runs it.
+// to a second repository (a cross-repository mount), is refused when pushing another image under
+// its numbered tag, removes it, pulls it back and runs it.
 func TestDocker(t *testing.T) {
 	t.Parallel()
 	docker := tool{path: systemBin(t, "docker")}
@@ -76,6 +77,14 @@ func TestDocker(t *testing.T) {
 	mirrored, _, _ := getManifest(t, s, repo+"-mirror", "1")
 	expectSameBytes(t, "manifest pushed to the second repository", mirrored, served)
 	docker.run(t, "rmi", mirror)
+
+	// Numbered tags are immutable: another image pushed as :1 is refused with the registry's
+	// reason, and :1 keeps its image (the pull below checks the digest).
+	docker.run(t, "import", "--change", `ENTRYPOINT ["/hello", "again"]`, rootfs, ref)
+	out, errOut, err := docker.exec("push", ref)
+	if all := append(out, errOut...); err == nil || !bytes.Contains(all, []byte("denied")) || !bytes.Contains(all, []byte("immutable")) {
+		t.Fatalf("docker push of another image as %s: err %v, want denied as immutable:\n%s", ref, err, all)
+	}
 
 	docker.run(t, "rmi", ref)
 	if _, _, err := docker.exec("image", "inspect", ref); err == nil {
