@@ -2,6 +2,7 @@ package metadata
 
 import (
 	"context"
+	"math"
 	"time"
 )
 
@@ -57,3 +58,15 @@ func (db *DB) strings(ctx context.Context, query string, args ...any) ([]string,
 }
 
 func unixTime(ns int64) time.Time { return time.Unix(0, ns).UTC() }
+
+// unixNanos is t in Unix nanoseconds, clamped to what an int64 holds (the
+// years 1678 to 2262), where UnixNano's result is undefined.
+func unixNanos(t time.Time) int64 {
+	switch {
+	case t.Before(unixTime(math.MinInt64)):
+		return math.MinInt64
+	case t.After(unixTime(math.MaxInt64)):
+		return math.MaxInt64
+	}
+	return t.UnixNano()
+}
