@@ -2,6 +2,7 @@ package metadata
 
 import (
 	"context"
+	"math"
 	"time"
 )
 
@@ -107,3 +108,15 @@ const summaryColumns = `SELECT r.name, r.created_at,
 		(SELECT COALESCE(sum(b.size), 0) FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest WHERE rb.repository_id = r.id)
 		+ (SELECT COALESCE(sum(m.size), 0) FROM repository_manifests rm JOIN manifests m ON m.digest = rm.digest WHERE rm.repository_id = r.id)
 	FROM repositories r`
+
+// unixNanos is t in Unix nanoseconds, clamped to what an int64 holds (the
+// years 1678 to 2262), where UnixNano's result is undefined.
+func unixNanos(t time.Time) int64 {
+	switch {
+	case t.Before(unixTime(math.MinInt64)):
+		return math.MinInt64
+	case t.After(unixTime(math.MaxInt64)):
+		return math.MaxInt64
+	}
+	return t.UnixNano()
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"time"
 
 	"github.com/berthhq/berth/oci"
 )
@@ -422,6 +423,61 @@ func (db *DB) Versions(ctx context.Context, repo string, after []byte, n int) ([
 		WHERE t.repository_id = (SELECT id FROM repositories WHERE name = $1) AND t.ended_at IS NULL
 		AND t.version_key IS NOT NULL AND t.version_key < $2 ORDER BY t.version_key DESC LIMIT $3`, repo, after, n)
 }
+
+// HistoryFilter narrows TagHistoryDescriptors; its zero value keeps every row.
+type HistoryFilter struct {
+	Digest oci.Digest // only rows that pointed at this manifest
+	Before time.Time  // only rows that started before this
+	After  time.Time  // only rows that started, or ended, after this
+}
+
+// TagDescriptor is a row of a tag's history with what a descriptor of its
+// manifest needs besides the digest.
+type TagDescriptor struct {
+	TagEvent
+	MediaType string
+	Size      int64
+}
+
+// TagHistoryDescriptors is TagHistoryPage narrowed by f, with each row's
+// manifest media type and size. Those are read whether or not the
+// repository still links the manifest: history names manifests deleted
+// since, and the tags table's foreign key keeps their rows.
+func (db *DB) TagHistoryDescriptors(ctx context.Context, repo, tag string, before int64, n int, f HistoryFilter) ([]TagDescriptor, error) {
+	// Bounds that keep every row stand in for absent ones, so that the
+	// query text, and its prepared statement, is always the same.
+	startedBefore, after := int64(math.MaxInt64), int64(math.MinInt64)
+	if !f.Before.IsZero() {
+		startedBefore = unixNanos(f.Before)
+	}
+	if !f.After.IsZero() {
+		after = unixNanos(f.After)
+	}
+	rows, err := db.query(ctx, tagDescriptorsQuery, repo, tag, below(before), n, startedBefore, after, string(f.Digest))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []TagDescriptor
+	for rows.Next() {
+		var d TagDescriptor
+		e := &d.TagEvent
+		var key []byte
+		if err := rows.Scan(&e.ID, &e.Tag, &e.Digest, &e.Start, &e.End, &e.Actor, &e.Action, &e.EndedBy, &e.EndAction, &key,
+			&d.MediaType, &d.Size); err != nil {
+			return nil, err
+		}
+		e.VersionKey = string(key)
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+const tagDescriptorsQuery = `SELECT ` + tagEventColumns + `, m.media_type, m.size
+	FROM tags t JOIN manifests m ON m.digest = t.manifest_digest
+	WHERE t.repository_id = (SELECT id FROM repositories WHERE name = $1) AND t.name = $2 AND t.id < $3
+	AND t.started_at < $5 AND COALESCE(t.ended_at, t.started_at) > $6 AND ($7 = '' OR t.manifest_digest = $7)
+	ORDER BY t.id DESC LIMIT $4`
 
 // The states of tags TagStates lists.
 const (

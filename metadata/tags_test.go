@@ -5,8 +5,10 @@ import (
 	"errors"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/berthhq/berth/metadata"
+	"github.com/berthhq/berth/oci"
 )
 
 func TestTagHistory(t *testing.T) { forEachBackend(t, testTagHistory) }
@@ -104,6 +106,101 @@ func wantHistory(t *testing.T, db *metadata.DB, tag string, want []metadata.TagE
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("TagHistory(%s) =\n%+v\nwant\n%+v", tag, got, want)
+	}
+}
+
+func TestTagHistoryDescriptors(t *testing.T) { forEachBackend(t, testTagHistoryDescriptors) }
+
+// testTagHistoryDescriptors: the rows come with their manifest's media type
+// and size, even once the manifest is deleted, and the filter narrows them.
+func testTagHistoryDescriptors(t *testing.T, be backend) {
+	c := newClock()
+	db := be.open(t, c)
+	config, l1, l2 := newBlob("config"), newBlob("one"), newBlob("two")
+	link(t, db, "app", config, l1, l2)
+	m1, m2 := image(t, config, l1), image(t, config, l2)
+	deleteTag := func(ctx context.Context, tx *metadata.Tx) error {
+		_, err := tx.DeleteTag(ctx, "app", "latest", metadata.Change{Action: metadata.ActionDelete})
+		return err
+	}
+	t1 := c.tick()
+	mustPut(t, db, "app", m1, "latest")
+	t2 := c.tick()
+	mustPut(t, db, "app", m2, "latest")
+	t3 := c.tick()
+	inTx(t, db, deleteTag)
+	m3 := index(t, m1, m2)
+	t4 := c.tick()
+	mustPut(t, db, "app", m3, "latest")
+	t5 := c.tick()
+	mustPut(t, db, "app", m1, "latest")
+	c.tick()
+	inTx(t, db, func(ctx context.Context, tx *metadata.Tx) error {
+		return tx.DeleteManifest(ctx, "app", m1.digest, metadata.Change{Action: metadata.ActionDelete})
+	})
+	// Newest first: m1 (t5, manifest deleted), m3 (t4), m2 (t2, tag deleted), m1 (t1).
+	type row struct {
+		digest    oci.Digest
+		mediaType string
+		size      int64
+	}
+	d1, d2 := row{m1.digest, oci.MediaTypeImageManifest, int64(len(m1.payload))}, row{m2.digest, oci.MediaTypeImageManifest, int64(len(m2.payload))}
+	d3 := row{m3.digest, oci.MediaTypeImageIndex, int64(len(m3.payload))}
+	far, long := time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(1000, 1, 1, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name string
+		f    metadata.HistoryFilter
+		want []row
+	}{
+		{"all", metadata.HistoryFilter{}, []row{d1, d3, d2, d1}},
+		{"digest", metadata.HistoryFilter{Digest: m1.digest}, []row{d1, d1}},
+		{"digest never tagged", metadata.HistoryFilter{Digest: config.digest}, nil},
+		{"started before t2", metadata.HistoryFilter{Before: t2}, []row{d1}},
+		{"started before t4", metadata.HistoryFilter{Before: t4}, []row{d2, d1}},
+		// m2's row ended at t3 and m1's first at t2.
+		{"started or ended after t3", metadata.HistoryFilter{After: t3}, []row{d1, d3}},
+		{"started or ended after t2", metadata.HistoryFilter{After: t2}, []row{d1, d3, d2}},
+		{"window", metadata.HistoryFilter{After: t1, Before: t5}, []row{d3, d2, d1}},
+		{"before the year 1678", metadata.HistoryFilter{Before: long}, nil},
+		{"after the year 2262", metadata.HistoryFilter{After: far}, nil},
+		{"wide open", metadata.HistoryFilter{Before: far, After: long}, []row{d1, d3, d2, d1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// Pages of one, to check that the filter holds across pages.
+			var got []row
+			for before := int64(0); ; {
+				page, err := db.TagHistoryDescriptors(t.Context(), "app", "latest", before, 1, tt.f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(page) == 0 {
+					break
+				}
+				got = append(got, row{page[0].Digest, page[0].MediaType, page[0].Size})
+				before = page[0].ID
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("got %+v\nwant %+v", got, tt.want)
+			}
+		})
+	}
+	// The rows are TagHistoryPage's.
+	all, err := db.TagHistoryDescriptors(t.Context(), "app", "latest", 0, 10, metadata.HistoryFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := db.TagHistoryPage(t.Context(), "app", "latest", 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.EqualFunc(all, plain, func(d metadata.TagDescriptor, e metadata.TagEvent) bool { return d.TagEvent == e }) {
+		t.Fatalf("TagHistoryDescriptors rows differ from TagHistoryPage: %+v, %+v", all, plain)
+	}
+	for _, tt := range []struct{ repo, tag string }{{"app", "never"}, {"nowhere", "latest"}} {
+		if got, err := db.TagHistoryDescriptors(t.Context(), tt.repo, tt.tag, 0, 10, metadata.HistoryFilter{}); err != nil || len(got) != 0 {
+			t.Errorf("history of %s:%s = %+v, %v; want none", tt.repo, tt.tag, got, err)
+		}
 	}
 }
 

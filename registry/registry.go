@@ -90,6 +90,8 @@ func New(o Options) *Registry {
 		{epManifest, http.MethodDelete}: reg.deleteManifest,
 		{epTags, http.MethodGet}:        reg.listTags,
 		{epReferrers, http.MethodGet}:   reg.referrers,
+		{epTagHistory, http.MethodGet}:  reg.tagHistoryIndex,
+		{epTagHistory, http.MethodHead}: reg.tagHistoryIndex,
 	}
 	reg.adminRoutes = reg.newAdminRoutes()
 	return reg
@@ -101,7 +103,7 @@ func ptr[T any](v T) *T { return &v }
 type route struct {
 	endpoint string // one of the endpoint constants
 	name     string // repository name, unvalidated
-	arg      string // reference, digest or upload id, unvalidated
+	arg      string // reference, digest, upload id or tag, unvalidated
 }
 
 const (
@@ -113,6 +115,9 @@ const (
 	epUpload    = "upload"  // one upload session
 	epTags      = "tags"
 	epReferrers = "referrers"
+	// The proposed _oci/tag-history extension (taghistory.go). A name's
+	// components never start with "_", so "_oci" cannot be part of one.
+	epTagHistory = "tag-history"
 )
 
 // parseRoute splits a /v2/ path. Repository names contain slashes, so the
@@ -151,6 +156,8 @@ func parseRoute(path string) (route, bool) {
 		return route{epTags, name(2), ""}, true
 	case n >= 3 && seg[n-2] == "referrers":
 		return route{epReferrers, name(2), seg[n-1]}, true
+	case n >= 4 && seg[n-3] == "_oci" && seg[n-2] == "tag-history":
+		return route{epTagHistory, name(3), seg[n-1]}, true
 	}
 	return route{}, false
 }

@@ -20,6 +20,10 @@ func TestParseRoute(t *testing.T) {
 		{"/v2/a/blobs/uploads/0123", route{epUpload, "a", "0123"}, true},
 		{"/v2/a/tags/list", route{epTags, "a", ""}, true},
 		{"/v2/a/referrers/sha256:ab", route{epReferrers, "a", "sha256:ab"}, true},
+		{"/v2/a/b/_oci/tag-history/latest", route{epTagHistory, "a/b", "latest"}, true},
+		{"/v2/a/manifests/_oci/tag-history/x", route{epTagHistory, "a/manifests", "x"}, true},
+		{"/v2/_oci/tag-history/latest", route{}, false},
+		{"/v2/a/_oci/tag-history", route{}, false},
 		// Endpoint words inside a name belong to the name.
 		{"/v2/blobs/manifests/x", route{epManifest, "blobs", "x"}, true},
 		{"/v2/x/manifests/blobs/sha256:ab", route{epBlob, "x/manifests", "sha256:ab"}, true},
