@@ -340,6 +340,7 @@ func (tx *Tx) RestoreTag(ctx context.Context, repo, tag string, since int64, c C
 		return "", ErrNotFound
 	}
 	c.Action = ActionRestore
+	c.Rules.RefuseLower = false // the number was accepted once; restoring is not a new push
 	none := oci.Digest("")
 	c.Expect = &none
 	if _, err := tx.SetTag(ctx, repo, tag, d, c); err != nil {

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	"github.com/berthhq/berth/internal/testserver"
 	"github.com/berthhq/berth/metadata"
 	"github.com/berthhq/berth/oci"
 )
@@ -55,9 +56,20 @@ func BenchmarkPushBlob(b *testing.B) {
 
 // BenchmarkAdminFirstPages measures the first page of the versions of a
 // repository with 10,000 numbered tags, and of the history of a tag moved
-// 10,000 times, through the handler.
+// 10,000 times, through the handler, on SQLite and on PostgreSQL.
 func BenchmarkAdminFirstPages(b *testing.B) {
-	s := newServer(b)
+	for _, be := range []string{"sqlite", "postgres"} {
+		b.Run(be, func(b *testing.B) {
+			url := ""
+			if be == "postgres" {
+				url = testserver.Postgres(b)
+			}
+			benchmarkAdminFirstPages(b, newServerOn(b, url))
+		})
+	}
+}
+
+func benchmarkAdminFirstPages(b *testing.B, s *testServer) {
 	var ms [2][]byte
 	for i := range ms {
 		ms[i], _ = s.pushImage("app", "latest", []byte{byte(i)})

@@ -17,11 +17,22 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/berthhq/berth/internal/testserver"
 	"github.com/berthhq/berth/metadata"
 	"github.com/berthhq/berth/oci"
 	"github.com/berthhq/berth/storage"
 	"github.com/berthhq/berth/storage/disk"
 )
+
+// TestMain stops the PostgreSQL server a benchmark started.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if err := testserver.StopPostgres(); err != nil {
+		fmt.Fprintln(os.Stderr, "stopping PostgreSQL:", err)
+		code = 1
+	}
+	os.Exit(code)
+}
 
 // testServer is a Registry on disk storage and SQLite behind a real HTTP
 // server on a loopback port.
@@ -34,14 +45,22 @@ type testServer struct {
 	store   *storage.Store
 }
 
-func newServer(t testing.TB) *testServer {
+func newServer(t testing.TB) *testServer { return newServerOn(t, "") }
+
+// newServerOn is newServer with metadata on the PostgreSQL database at
+// postgresURL ("" for SQLite).
+func newServerOn(t testing.TB, postgresURL string) *testServer {
 	t.Helper()
 	dir := t.TempDir()
 	d, err := disk.New(filepath.Join(dir, "data"), disk.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	db, err := metadata.Open(context.Background(), metadata.Options{SQLitePath: filepath.Join(dir, "berth.db")})
+	mo := metadata.Options{SQLitePath: filepath.Join(dir, "berth.db")}
+	if postgresURL != "" {
+		mo = metadata.Options{PostgresURL: postgresURL}
+	}
+	db, err := metadata.Open(context.Background(), mo)
 	if err != nil {
 		t.Fatal(err)
 	}
