@@ -2,6 +2,8 @@ package registry
 
 import (
 	"bytes"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"regexp"
 	"slices"
@@ -47,6 +49,7 @@ var contractStatus = map[string]int{
 	"NAME_UNKNOWN":              404,
 	"TAG_UNKNOWN":               404,
 	"MANIFEST_UNKNOWN":          404,
+	"POLICY_UNKNOWN":            404,
 	"TAG_CONFLICT":              409,
 }
 
@@ -175,7 +178,7 @@ func TestOpenAPIDocument(t *testing.T) {
 			t.Errorf("no schema %s", s)
 		}
 	}
-	for _, p := range []string{"limit", "cursor"} {
+	for _, p := range []string{"limit", "repositoryCursor", "tagCursor", "historyCursor", "versionCursor"} {
 		if yamlDig(doc, "components", "parameters", p) == nil {
 			t.Errorf("no parameter %s", p)
 		}
@@ -303,4 +306,65 @@ func TestOpenAPIServed(t *testing.T) {
 		t.Errorf("HEAD: Content-Length %q, %d bytes of body", r.Header.Get("Content-Length"), len(r.body))
 	}
 	s.do("POST", "/admin/v1/openapi.yaml", nil).expect(t, http.StatusMethodNotAllowed, codeUnsupported)
+}
+
+// TestOpenAPIResponses checks what GET operations answer against their 200
+// schema: every property it requires is there and every property there is
+// declared, at the top level and in the objects of its arrays.
+func TestOpenAPIResponses(t *testing.T) {
+	doc, ops := openAPIDoc(t)
+	base := yamlDeref(doc, doc["servers"].([]any)[0])["url"].(string)
+	s := newServer(t)
+	s.pushImage("team/app", "1", []byte("a"))
+	s.pushImage("team/app", "2", []byte("b"))
+	s.pushImage("team/app", "latest", []byte("b"))
+	// Every list below has an item: a rule, a tag retention would delete,
+	// a history row that ended.
+	s.do("PUT", base+"/repositories/team/app/policy", []byte(`{"retention":{"keepNewest":1}}`)).expect(t, http.StatusOK, "")
+	s.do("DELETE", base+"/repositories/team/app/tags/latest", nil).expect(t, http.StatusOK, "")
+	fill := strings.NewReplacer("{name}", "team/app", "{tag}", "latest")
+	for _, o := range ops {
+		schema := yamlDeref(doc, yamlDig(o.op, "responses", "200", "content", "application/json", "schema"))
+		if o.method != "GET" || schema == nil {
+			continue
+		}
+		t.Run(o.String(), func(t *testing.T) {
+			r := s.do("GET", base+fill.Replace(o.path), nil)
+			r.expect(t, http.StatusOK, "")
+			var body map[string]any
+			if err := json.Unmarshal(r.body, &body); err != nil {
+				t.Fatalf("%v: %s", err, r.body)
+			}
+			checkProperties(t, doc, schema, body, "$", true)
+		})
+	}
+}
+
+// checkProperties compares the properties of v with those schema declares
+// and requires, and with deep, those of each object in v's arrays.
+func checkProperties(t *testing.T, doc, schema, v map[string]any, at string, deep bool) {
+	t.Helper()
+	required, _ := schema["required"].([]any)
+	for _, k := range required {
+		if _, ok := v[k.(string)]; !ok {
+			t.Errorf("%s: required property %s is missing", at, k)
+		}
+	}
+	props, _ := schema["properties"].(map[string]any)
+	for k, pv := range v {
+		prop, ok := props[k]
+		if !ok {
+			t.Errorf("%s: property %s is not in the schema", at, k)
+			continue
+		}
+		items := yamlDeref(doc, yamlDig(yamlDeref(doc, prop), "items"))
+		list, _ := pv.([]any)
+		if !deep || items["type"] != "object" {
+			continue
+		}
+		for i, e := range list {
+			m, _ := e.(map[string]any)
+			checkProperties(t, doc, items, m, fmt.Sprintf("%s.%s[%d]", at, k, i), false)
+		}
+	}
 }
