@@ -804,6 +804,9 @@ func (reg *Registry) getPolicy(w http.ResponseWriter, r *http.Request, rt adminR
 //
 // PUT /admin/v1/repositories/<name or glob>/policy
 func (reg *Registry) putPolicy(w http.ResponseWriter, r *http.Request, rt adminRoute) error {
+	if r.ContentLength == 0 {
+		return newError(http.StatusBadRequest, codeRequestInvalid, "the body must be a policy, such as {\"immutableNumbered\": false}")
+	}
 	var p Policy
 	if err := readBody(r, &p); err != nil {
 		var bad *badDuration

@@ -95,8 +95,9 @@ func (reg *Registry) tagHistoryIndex(w http.ResponseWriter, r *http.Request, rt 
 			return err
 		}
 		for _, row := range rows {
-			// A row ends with a delete or with a move; a move is the next row's push.
-			if row.End != 0 && row.EndAction == metadata.ActionDelete {
+			// A row ends with a delete (by hand or by retention) or with a
+			// move; a move is the next row's push.
+			if row.End != 0 && (row.EndAction == metadata.ActionDelete || row.EndAction == metadata.ActionRetention) {
 				add(2*row.ID+1, row.End, row, tagEventDeleted, row.EndedBy, row.EndAction)
 			}
 			add(2*row.ID, row.Start, row, tagEventCreated, row.Actor, row.Action)

@@ -108,7 +108,7 @@ func checkName(repo string) error {
 // matches any run of characters: with each '*' read as a letter, it must
 // be a name.
 func checkPolicyName(name string) error {
-	if oci.ValidateName(strings.ReplaceAll(name, "*", "x")) != nil {
+	if oci.ValidateName(strings.NewReplacer("*", "x", "?", "x").Replace(name)) != nil {
 		return usagef("%q: invalid repository name or glob", name)
 	}
 	return nil
