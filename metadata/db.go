@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -53,6 +54,8 @@ type Options struct {
 	PostgresLockConns int
 	// Now is the clock; nil means time.Now. Tests set it.
 	Now func() time.Time
+	// Route picks the webhooks that want an event; nil writes no events.
+	Route Router
 }
 
 // DB is the metadata store.
@@ -66,6 +69,11 @@ type DB struct {
 	reads       *stmts // prepared statements of the read pool
 	uploads     uploadLocks
 	now         func() time.Time
+	route       Router
+	outbox      chan struct{}   // see OutboxWritten
+	pgConfig    *pgx.ConnConfig // PostgreSQL: for the connection that listens for outbox notifications
+	listenOnce  sync.Once       // starts it, on the first OutboxWritten
+	stopListen  func()          // stops it
 }
 
 // dialect is what differs between the two databases: the migrations, and
@@ -117,6 +125,8 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 		return nil, fmt.Errorf("metadata: %w", err)
 	}
 	db.reads = &stmts{pool: db.read}
+	db.route = o.Route
+	db.outbox = make(chan struct{}, 1)
 	db.now = o.Now
 	if db.now == nil {
 		db.now = time.Now
@@ -174,11 +184,15 @@ func openPostgres(o Options) (*DB, error) {
 	locks.SetMaxOpenConns(n)
 	locks.SetMaxIdleConns(min(n, 8))
 	locks.SetConnMaxIdleTime(5 * time.Minute)
-	return &DB{dialect: postgres, read: pool, write: pool, uploads: &pgLocks{pool: locks}}, nil
+	return &DB{dialect: postgres, read: pool, write: pool, uploads: &pgLocks{pool: locks}, pgConfig: cfg}, nil
 }
 
 // Close closes the database.
 func (db *DB) Close() error {
+	db.listenOnce.Do(func() {}) // no listener starts after this
+	if db.stopListen != nil {
+		db.stopListen()
+	}
 	errs := []error{db.reads.close(), db.uploads.close(), db.read.Close()}
 	if db.write != db.read {
 		errs = append(errs, db.write.Close())
@@ -278,10 +292,11 @@ func (db *DB) applyMigration(ctx context.Context, conn *sql.Conn, version int, n
 
 // Tx is a write transaction; see DB.InTx.
 type Tx struct {
-	tx    *sql.Tx
-	db    *DB
-	stmts map[string]*sql.Stmt // closed with the transaction
-	now   int64                // one timestamp for every row the transaction writes
+	tx      *sql.Tx
+	db      *DB
+	stmts   map[string]*sql.Stmt // closed with the transaction
+	now     int64                // one timestamp for every row the transaction writes
+	emitted bool                 // it wrote to the outbox
 }
 
 // maxAttempts bounds how often InTx runs a transaction that PostgreSQL
@@ -319,11 +334,15 @@ func (db *DB) tryTx(ctx context.Context, fn func(*Tx) error) error {
 		return fmt.Errorf("metadata: begin: %w", err)
 	}
 	defer sqlTx.Rollback() // after Commit this does nothing; after a panic it frees the connection
-	if err := fn(&Tx{tx: sqlTx, db: db, stmts: map[string]*sql.Stmt{}, now: db.now().UnixNano()}); err != nil {
+	tx := &Tx{tx: sqlTx, db: db, stmts: map[string]*sql.Stmt{}, now: db.now().UnixNano()}
+	if err := fn(tx); err != nil {
 		return err
 	}
 	if err := sqlTx.Commit(); err != nil {
 		return fmt.Errorf("metadata: commit: %w", err)
+	}
+	if tx.emitted {
+		db.outboxWritten()
 	}
 	return nil
 }

@@ -169,9 +169,14 @@ func (tx *Tx) DeleteManifest(ctx context.Context, repo string, d oci.Digest, c C
 	}
 	// Concurrent pushes (PostgreSQL): one that points a tag at d linked d
 	// first, so the DELETE above waited for it to commit and this statement
-	// sees its row; one that moves a tag away from d holds the tag's row,
-	// so this statement waits for it and then leaves the row as it ended.
-	_, err = tx.exec(ctx, `UPDATE tags SET ended_at = `+endAt+`, ended_by = $2, end_action = $3
-		WHERE repository_id = $4 AND manifest_digest = $5 AND ended_at IS NULL`, tx.now, c.Actor, c.Action, id, d)
-	return err
+	// sees its row; one that moves a tag away from d holds the tags lock,
+	// so this waits for it and then leaves the row as it ended.
+	if err := tx.lockTags(ctx, id); err != nil {
+		return err
+	}
+	if _, err = tx.exec(ctx, `UPDATE tags SET ended_at = `+endAt+`, ended_by = $2, end_action = $3
+		WHERE repository_id = $4 AND manifest_digest = $5 AND ended_at IS NULL`, tx.now, c.Actor, c.Action, id, d); err != nil {
+		return err
+	}
+	return tx.emit(ctx, id, Event{Action: ActionManifestDelete, Repository: repo, Digest: d, Actor: c.Actor}, nil)
 }

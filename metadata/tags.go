@@ -100,7 +100,7 @@ func (e *TagConflictError) Error() string {
 // the other committed, or another replica's clock is ahead): the new row
 // starts at the latest of the three, so history rows chain without overlap.
 func (tx *Tx) moveTag(ctx context.Context, repoID int64, tag string, d oci.Digest, c Change) (oci.Digest, error) {
-	if err := tx.lockTag(ctx, repoID, tag); err != nil {
+	if err := tx.lockTags(ctx, repoID); err != nil {
 		return "", err
 	}
 	v := c.Rules.versioning()
@@ -147,23 +147,20 @@ func (tx *Tx) moveTag(ctx context.Context, repoID int64, tag string, d oci.Diges
 		}
 	}
 	var key any // NULL for a moving tag
+	var eventKey []byte
 	if numbered {
-		key = ver.Key
+		key, eventKey = ver.Key, ver.Key
 	}
-	_, err = tx.exec(ctx, `INSERT INTO tags (repository_id, name, manifest_digest, started_at, actor, action, version_key)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)`, repoID, tag, d, at, c.Actor, c.Action, key)
-	return old, err
+	if _, err = tx.exec(ctx, `INSERT INTO tags (repository_id, name, manifest_digest, started_at, actor, action, version_key)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)`, repoID, tag, d, at, c.Actor, c.Action, key); err != nil {
+		return "", err
+	}
+	return old, tx.emit(ctx, repoID, Event{Action: c.Action, Tag: tag, Digest: d, Previous: old, Actor: c.Actor}, eventKey)
 }
 
-// checkNewest refuses a version older than the repository's newest. On
-// PostgreSQL it first takes the repository's version lock, so two pushes
-// of new numbers cannot both pass against the same newest.
+// checkNewest refuses a version older than the repository's newest (under
+// lockTags, so that no newer one is being added meanwhile).
 func (tx *Tx) checkNewest(ctx context.Context, repoID int64, ver oci.Version) error {
-	if tx.db.dialect.rowLocks {
-		if _, err := tx.exec(ctx, `SELECT pg_advisory_xact_lock($1)`, lockKey("versions", strconv.FormatInt(repoID, 10))); err != nil {
-			return err
-		}
-	}
 	var newest string
 	err := tx.queryRow(ctx, `SELECT name FROM tags WHERE repository_id = $1 AND ended_at IS NULL
 		AND version_key IS NOT NULL AND version_key > $2 ORDER BY version_key DESC LIMIT 1`, repoID, ver.Key).Scan(&newest)
@@ -239,15 +236,19 @@ func (db *DB) EnsureVersionKeys(ctx context.Context, repo string, v *oci.Version
 	})
 }
 
-// lockTag serialises the transactions that change one tag (PostgreSQL):
-// two replicas moving a tag that has no live row yet would both insert one,
-// and a row lock cannot cover a row that does not exist. The lock is held
-// until the transaction ends.
-func (tx *Tx) lockTag(ctx context.Context, repoID int64, tag string) error {
+// lockTags serialises the transactions that change a repository's tags
+// (PostgreSQL), until the transaction ends: two replicas creating one tag
+// would both insert a live row, and a row lock cannot cover a row that
+// does not exist yet; a new version must be checked against the newest
+// while none is being added; and the repository's events must take their
+// sequence numbers in commit order, so that webhooks deliver them in it.
+// A transaction takes it after any lock on manifest links (FOR SHARE, or a
+// manifest delete), so that two never wait on each other in a cycle.
+func (tx *Tx) lockTags(ctx context.Context, repoID int64) error {
 	if !tx.db.dialect.rowLocks {
 		return nil
 	}
-	_, err := tx.exec(ctx, `SELECT pg_advisory_xact_lock($1)`, lockKey("tag", strconv.FormatInt(repoID, 10), tag))
+	_, err := tx.exec(ctx, `SELECT pg_advisory_xact_lock($1)`, lockKey("tags", strconv.FormatInt(repoID, 10)))
 	return err
 }
 
@@ -298,21 +299,24 @@ func (tx *Tx) DeleteTag(ctx context.Context, repo, tag string, c Change) (oci.Di
 	if err != nil {
 		return "", err
 	}
-	if err := tx.lockTag(ctx, id, tag); err != nil {
+	if err := tx.lockTags(ctx, id); err != nil {
 		return "", err
 	}
 	var d oci.Digest
-	err = tx.queryRow(ctx, `SELECT manifest_digest FROM tags
-		WHERE repository_id = $1 AND name = $2 AND ended_at IS NULL`+tx.forUpdate(), id, tag).Scan(&d)
+	var key []byte
+	err = tx.queryRow(ctx, `SELECT manifest_digest, version_key FROM tags
+		WHERE repository_id = $1 AND name = $2 AND ended_at IS NULL`+tx.forUpdate(), id, tag).Scan(&d, &key)
 	if err != nil {
 		return "", noRows(err)
 	}
 	if c.Expect != nil && *c.Expect != d {
 		return "", &TagConflictError{Tag: tag, Current: d}
 	}
-	_, err = tx.exec(ctx, `UPDATE tags SET ended_at = `+endAt+`, ended_by = $2, end_action = $3
-		WHERE repository_id = $4 AND name = $5 AND ended_at IS NULL`, tx.now, c.Actor, c.Action, id, tag)
-	return d, err
+	if _, err = tx.exec(ctx, `UPDATE tags SET ended_at = `+endAt+`, ended_by = $2, end_action = $3
+		WHERE repository_id = $4 AND name = $5 AND ended_at IS NULL`, tx.now, c.Actor, c.Action, id, tag); err != nil {
+		return "", err
+	}
+	return d, tx.emit(ctx, id, Event{Action: c.Action, Repository: repo, Tag: tag, Digest: d, Previous: d, Actor: c.Actor}, key)
 }
 
 // RestoreTag points a deleted tag back at the manifest it pointed at when
@@ -324,9 +328,8 @@ func (tx *Tx) RestoreTag(ctx context.Context, repo, tag string, since int64, c C
 	if err != nil {
 		return "", err
 	}
-	if err := tx.lockTag(ctx, id, tag); err != nil {
-		return "", err
-	}
+	// Read without the lock (SetTag takes it after locking the manifest's
+	// link); the swap below refuses a tag that became live meanwhile.
 	var d oci.Digest
 	var ended sql.NullInt64
 	err = tx.queryRow(ctx, `SELECT manifest_digest, ended_at FROM tags WHERE repository_id = $1 AND name = $2
