@@ -126,7 +126,7 @@ func (reg *Registry) admin(w http.ResponseWriter, r *http.Request) error {
 	switch rt.endpoint {
 	case adRepositories, adPolicies, adOpenAPI:
 	case adPolicy:
-		if !validGlob(rt.name) {
+		if oci.ValidateGlob(rt.name) != nil {
 			return newError(http.StatusBadRequest, codeNameInvalid, "invalid repository name or glob")
 		}
 	default:

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/berthhq/berth/metadata"
 	"github.com/berthhq/berth/oci"
@@ -167,36 +168,14 @@ func compileRule(r PolicyRule) (compiledRule, error) {
 	return compiledRule{r, re, literal}, nil
 }
 
-// globRegexp compiles a glob, `*` matching any run of characters and `?`
-// one, and counts its literal characters (1<<20 when it has no wildcard).
+// globRegexp compiles a glob (oci.GlobRegexp) and counts its literal
+// characters (1<<20 when it has no wildcard).
 func globRegexp(glob string) (*regexp.Regexp, int) {
-	var re strings.Builder
-	literal := 0
-	for _, c := range glob {
-		switch c {
-		case '*':
-			re.WriteString(".*")
-		case '?':
-			re.WriteString(".")
-		default:
-			re.WriteString(regexp.QuoteMeta(string(c)))
-			literal++
-		}
-	}
+	literal := utf8.RuneCountInString(glob) - strings.Count(glob, "*") - strings.Count(glob, "?")
 	if !strings.ContainsAny(glob, "*?") {
 		literal = 1 << 20
 	}
-	return regexp.MustCompile("^" + re.String() + "$"), literal
-}
-
-// validGlob reports whether s names repositories: a repository name, or a
-// name with `*` and `?` in it.
-func validGlob(s string) bool {
-	if !strings.ContainsAny(s, "*?") {
-		return oci.ValidateName(s) == nil
-	}
-	// Wildcards stand for name characters: a name must result.
-	return oci.ValidateName(strings.NewReplacer("*", "a", "?", "a").Replace(s)) == nil
+	return oci.GlobRegexp(glob), literal
 }
 
 // rules returns the configured and stored rules, compiled, from the cache

@@ -35,7 +35,7 @@ type Options struct {
 // ValidatePolicyRules reports the first invalid rule.
 func ValidatePolicyRules(rules []PolicyRule) error {
 	for _, r := range rules {
-		if !validGlob(r.Repositories) {
+		if oci.ValidateGlob(r.Repositories) != nil {
 			return fmt.Errorf("policy rule: %q is neither a repository name nor a glob", r.Repositories)
 		}
 		if err := r.Policy.check(); err != nil {

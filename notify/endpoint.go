@@ -1,0 +1,128 @@
+package notify
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"slices"
+
+	"github.com/berthhq/berth/metadata"
+	"github.com/berthhq/berth/oci"
+)
+
+// The payload formats an endpoint can receive.
+const (
+	FormatDistribution = "distribution" // the reference registry's envelope
+	FormatHarbor       = "harbor"       // Harbor's PUSH_ARTIFACT / DELETE_ARTIFACT
+	FormatCloudEvents  = "cloudevents"  // CloudEvents 1.0, structured mode
+)
+
+// The media types of the distribution format: one envelope, two names for it.
+const (
+	DistributionMediaTypeV2 = "application/vnd.docker.distribution.events.v2+json" // the default
+	DistributionMediaTypeV1 = "application/vnd.docker.distribution.events.v1+json" // for receivers that only know v1
+)
+
+// Endpoint is a webhook receiver: where deliveries go, how they are written
+// and signed, and which events it wants. Every filter that is set must pass;
+// an empty one lets everything through.
+type Endpoint struct {
+	Name   string `json:"name" yaml:"name"` // unique
+	URL    string `json:"url" yaml:"url"`
+	Format string `json:"format" yaml:"format"` // FormatDistribution, FormatHarbor or FormatCloudEvents
+	// DistributionMediaType is the Content-Type of the distribution format:
+	// DistributionMediaTypeV2 when empty, or DistributionMediaTypeV1.
+	DistributionMediaType string `json:"distributionMediaType,omitempty" yaml:"distributionMediaType"`
+	// Secrets are the signing keys, newest first: "whsec_<base64>" (Standard
+	// Webhooks) or any other string, whose bytes are the key.
+	Secrets []string          `json:"secrets,omitempty" yaml:"secrets"`
+	Headers map[string]string `json:"headers,omitempty" yaml:"headers"` // added to every delivery
+
+	// Repositories are globs (oci.GlobRegexp): `*` crosses `/`.
+	Repositories []string `json:"repositories,omitempty" yaml:"repositories"`
+	Actions      []string `json:"actions,omitempty" yaml:"actions"` // metadata.Action* values
+	NumberedOnly bool     `json:"numberedOnly,omitempty" yaml:"numberedOnly"`
+	// TagPattern is a regular expression the tag must match (unanchored, as
+	// regexp.MatchString; write ^…$ for a whole tag). An event without a tag,
+	// a manifest delete, never matches it.
+	TagPattern string   `json:"tagPattern,omitempty" yaml:"tagPattern"`
+	MediaTypes []string `json:"mediaTypes,omitempty" yaml:"mediaTypes"` // of the manifest, exactly
+}
+
+// actions are the event actions an endpoint may filter on.
+var actions = []string{
+	metadata.ActionPush, metadata.ActionMove, metadata.ActionDelete, metadata.ActionRestore,
+	metadata.ActionRollback, metadata.ActionRetention, metadata.ActionManifestDelete,
+}
+
+// Validate reports the first thing wrong with an endpoint, naming the field.
+func (ep Endpoint) Validate() error {
+	if ep.Name == "" {
+		return errors.New("webhook endpoint: a name is required")
+	}
+	invalid := func(format string, a ...any) error {
+		return fmt.Errorf("webhook endpoint %s: %s", ep.Name, fmt.Sprintf(format, a...))
+	}
+	u, err := url.Parse(ep.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return invalid("url %q is not an http or https URL", ep.URL)
+	}
+	switch ep.Format {
+	case FormatDistribution:
+		switch ep.DistributionMediaType {
+		case "", DistributionMediaTypeV2, DistributionMediaTypeV1:
+		default:
+			return invalid("distributionMediaType %q is neither %s nor %s",
+				ep.DistributionMediaType, DistributionMediaTypeV2, DistributionMediaTypeV1)
+		}
+	case FormatHarbor, FormatCloudEvents:
+		if ep.DistributionMediaType != "" {
+			return invalid("distributionMediaType applies to the distribution format only, not %s", ep.Format)
+		}
+	default:
+		return invalid("format %q is not one of %s, %s, %s", ep.Format, FormatDistribution, FormatHarbor, FormatCloudEvents)
+	}
+	for _, g := range ep.Repositories {
+		if oci.ValidateGlob(g) != nil {
+			return invalid("repositories: %q is neither a repository name nor a glob", g)
+		}
+	}
+	for _, a := range ep.Actions {
+		if !slices.Contains(actions, a) {
+			return invalid("actions: %q is not one of %v", a, actions)
+		}
+	}
+	if _, err := regexp.Compile(ep.TagPattern); err != nil {
+		return invalid("tagPattern: %v", err)
+	}
+	return nil
+}
+
+// Matches reports whether an event passes the endpoint's filters. The
+// endpoint must be valid: a pattern that does not compile matches nothing.
+func (ep Endpoint) Matches(e metadata.Event) bool {
+	if len(ep.Actions) > 0 && !slices.Contains(ep.Actions, e.Action) {
+		return false
+	}
+	if ep.NumberedOnly && !e.Numbered {
+		return false
+	}
+	if len(ep.MediaTypes) > 0 && !slices.Contains(ep.MediaTypes, e.MediaType) {
+		return false
+	}
+	// Patterns are compiled per call, not kept: events are few (one per tag
+	// change) and an Endpoint stays a plain value that config and API copy.
+	if ep.TagPattern != "" {
+		re, err := regexp.Compile(ep.TagPattern)
+		if err != nil || e.Tag == "" || !re.MatchString(e.Tag) {
+			return false
+		}
+	}
+	if len(ep.Repositories) > 0 && !slices.ContainsFunc(ep.Repositories, func(g string) bool {
+		return oci.GlobRegexp(g).MatchString(e.Repository)
+	}) {
+		return false
+	}
+	return true
+}
