@@ -378,8 +378,9 @@ type Outcome struct {
 var ErrNotClaimed = errors.New("metadata: the delivery is no longer pending")
 
 // RecordAttempt logs an attempt at a delivery and settles it as out says.
-func (db *DB) RecordAttempt(ctx context.Context, d Delivery, a Attempt, out Outcome) error {
-	return db.InTx(ctx, func(tx *Tx) error {
+// It reports whether this attempt's failure paused the webhook.
+func (db *DB) RecordAttempt(ctx context.Context, d Delivery, a Attempt, out Outcome) (paused bool, err error) {
+	err = db.InTx(ctx, func(tx *Tx) error {
 		var attempts int64
 		err := tx.queryRow(ctx, `SELECT attempts FROM deliveries WHERE id = $1 AND state = 'pending'`+tx.forUpdate(), d.ID).Scan(&attempts)
 		if err == sql.ErrNoRows {
@@ -408,12 +409,15 @@ func (db *DB) RecordAttempt(ctx context.Context, d Delivery, a Attempt, out Outc
 			_, err = tx.exec(ctx, `UPDATE webhooks SET disabled_at = $1, disabled_reason = $2 WHERE name = $3`,
 				tx.now, out.Disable, d.Webhook)
 		default:
-			_, err = tx.exec(ctx, `UPDATE webhooks SET failures = failures + 1,
-				paused_until = CASE WHEN $1 > 0 AND failures + 1 >= $1 THEN $2 ELSE paused_until END WHERE name = $3`,
-				out.PauseAfter, out.PauseUntil, d.Webhook)
+			var failures int64
+			err = tx.queryRow(ctx, `UPDATE webhooks SET failures = failures + 1,
+				paused_until = CASE WHEN $1 > 0 AND failures + 1 >= $1 THEN $2 ELSE paused_until END WHERE name = $3
+				RETURNING failures`, out.PauseAfter, out.PauseUntil, d.Webhook).Scan(&failures)
+			paused = out.PauseAfter > 0 && failures >= out.PauseAfter
 		}
-		return err
+		return noRows(err)
 	})
+	return paused, err
 }
 
 // Deliveries returns up to n deliveries of a webhook, newest first, below
@@ -464,4 +468,28 @@ func (db *DB) PendingDeliveries(ctx context.Context) (int64, error) {
 	var n int64
 	err := db.queryRow(ctx, `SELECT count(*) FROM deliveries WHERE state = 'pending'`).Scan(&n)
 	return n, err
+}
+
+// SyncConfigWebhooks makes the webhooks from the configuration file those
+// given (name → endpoint body): it creates or replaces them, and deletes
+// the ones the file no longer has. A webhook of the API with the name of
+// one in the file becomes the file's.
+func (tx *Tx) SyncConfigWebhooks(ctx context.Context, bodies map[string]string) error {
+	stored, err := tx.db.webhooks(ctx, tx.tx, `WHERE source = 'config'`)
+	if err != nil {
+		return err
+	}
+	for _, w := range stored {
+		if _, ok := bodies[w.Name]; !ok {
+			if err := tx.DeleteWebhook(ctx, w.Name); err != nil {
+				return err
+			}
+		}
+	}
+	for name, body := range bodies {
+		if err := tx.PutWebhook(ctx, name, body, "config"); err != nil {
+			return err
+		}
+	}
+	return nil
 }
