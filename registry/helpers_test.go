@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/berthhq/berth/metadata"
 	"github.com/berthhq/berth/oci"
@@ -34,24 +35,39 @@ type testServer struct {
 	store   *storage.Store
 }
 
-func newServer(t testing.TB) *testServer {
+// serverOption changes the options newServer opens the database and the
+// registry with.
+type serverOption func(*metadata.Options, *Options)
+
+// withClock makes now the database's clock: the time of the rows it writes.
+func withClock(now func() time.Time) serverOption {
+	return func(m *metadata.Options, _ *Options) { m.Now = now }
+}
+
+func newServer(t testing.TB, opts ...serverOption) *testServer {
 	t.Helper()
 	dir := t.TempDir()
 	d, err := disk.New(filepath.Join(dir, "data"), disk.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	db, err := metadata.Open(context.Background(), metadata.Options{SQLitePath: filepath.Join(dir, "berth.db")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	mo := metadata.Options{SQLitePath: filepath.Join(dir, "berth.db")}
 	store := storage.NewStore(d)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
-	h := New(Options{Store: store, DB: db, Logger: log})
+	o := Options{Store: store, Logger: log}
+	for _, opt := range opts {
+		opt(&mo, &o)
+	}
+	db, err := metadata.Open(context.Background(), mo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	o.DB = db
+	h := New(o)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return &testServer{t: t, handler: h, URL: srv.URL, dir: dir, db: db, store: store}
