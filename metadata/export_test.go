@@ -30,3 +30,18 @@ func (db *DB) TagHistory(ctx context.Context, repo, tag string) ([]TagEvent, err
 	slices.Reverse(all)
 	return all, nil
 }
+
+// Waits measures how transactions of this handle wait for each other, for
+// the tests that hold one open and must know when another is blocked
+// behind it: it rises once one is. On PostgreSQL it is the number of the
+// database's sessions waiting for a lock; on SQLite, the number of times
+// a transaction has waited for the one write connection.
+func (db *DB) Waits(ctx context.Context) (int64, error) {
+	if !db.dialect.rowLocks {
+		return db.write.Stats().WaitCount, nil
+	}
+	var n int64
+	err := db.read.QueryRowContext(ctx, `SELECT count(*) FROM pg_stat_activity
+		WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n)
+	return n, err
+}

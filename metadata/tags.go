@@ -175,13 +175,23 @@ func (tx *Tx) checkNewest(ctx context.Context, repoID int64, ver oci.Version) er
 
 // ensureKeys makes the version keys of the repository's live tags those of
 // v: after the ordering changed, it recomputes them all.
+//
+// On PostgreSQL the repository's row stays share-locked until the
+// transaction ends, so that the keys it writes are of the scheme the
+// repository records when it commits: a transaction that changes the
+// scheme first waits for those writing keys under the old one to commit,
+// then recomputes their keys too, and those that come later wait for it
+// and see the new scheme.
 func (tx *Tx) ensureKeys(ctx context.Context, repoID int64, v *oci.Versioning) error {
 	var scheme string
-	if err := tx.queryRow(ctx, `SELECT version_scheme FROM repositories WHERE id = $1`, repoID).Scan(&scheme); err != nil {
+	if err := tx.queryRow(ctx, `SELECT version_scheme FROM repositories WHERE id = $1`+tx.forShare(), repoID).Scan(&scheme); err != nil {
 		return err
 	}
 	if scheme == v.Scheme() {
 		return nil
+	}
+	if _, err := tx.exec(ctx, `UPDATE repositories SET version_scheme = $1 WHERE id = $2`, v.Scheme(), repoID); err != nil {
+		return err
 	}
 	rows, err := tx.tx.QueryContext(ctx, `SELECT id, name FROM tags WHERE repository_id = $1 AND ended_at IS NULL`, repoID)
 	if err != nil {
@@ -212,8 +222,7 @@ func (tx *Tx) ensureKeys(ctx context.Context, repoID int64, v *oci.Versioning) e
 			return err
 		}
 	}
-	_, err = tx.exec(ctx, `UPDATE repositories SET version_scheme = $1 WHERE id = $2`, v.Scheme(), repoID)
-	return err
+	return nil
 }
 
 // EnsureVersionKeys makes the repository's version keys those of v (see

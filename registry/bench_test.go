@@ -64,7 +64,7 @@ func BenchmarkAdminFirstPages(b *testing.B) {
 			if be == "postgres" {
 				url = testserver.Postgres(b)
 			}
-			benchmarkAdminFirstPages(b, newServerOn(b, url))
+			benchmarkAdminFirstPages(b, newServer(b, withPostgres(url)))
 		})
 	}
 }

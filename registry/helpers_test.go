@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/berthhq/berth/internal/testserver"
 	"github.com/berthhq/berth/metadata"
@@ -45,11 +46,25 @@ type testServer struct {
 	store   *storage.Store
 }
 
-func newServer(t testing.TB) *testServer { return newServerOn(t, "") }
+// serverOption changes the options newServer opens the database and the
+// registry with.
+type serverOption func(*metadata.Options, *Options)
 
-// newServerOn is newServer with metadata on the PostgreSQL database at
-// postgresURL ("" for SQLite).
-func newServerOn(t testing.TB, postgresURL string) *testServer {
+// withClock makes now the database's clock: the time of the rows it writes.
+func withClock(now func() time.Time) serverOption {
+	return func(m *metadata.Options, _ *Options) { m.Now = now }
+}
+
+// withPostgres keeps metadata in the PostgreSQL database at url ("" keeps SQLite).
+func withPostgres(url string) serverOption {
+	return func(m *metadata.Options, _ *Options) {
+		if url != "" {
+			*m = metadata.Options{PostgresURL: url, Now: m.Now}
+		}
+	}
+}
+
+func newServer(t testing.TB, opts ...serverOption) *testServer {
 	t.Helper()
 	dir := t.TempDir()
 	d, err := disk.New(filepath.Join(dir, "data"), disk.Options{})
@@ -57,20 +72,22 @@ func newServerOn(t testing.TB, postgresURL string) *testServer {
 		t.Fatal(err)
 	}
 	mo := metadata.Options{SQLitePath: filepath.Join(dir, "berth.db")}
-	if postgresURL != "" {
-		mo = metadata.Options{PostgresURL: postgresURL}
+	store := storage.NewStore(d)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	o := Options{Store: store, Logger: log}
+	for _, opt := range opts {
+		opt(&mo, &o)
 	}
 	db, err := metadata.Open(context.Background(), mo)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	store := storage.NewStore(d)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
-	}
-	h := New(Options{Store: store, DB: db, Logger: log})
+	o.DB = db
+	h := New(o)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return &testServer{t: t, handler: h, URL: srv.URL, dir: dir, db: db, store: store}

@@ -105,7 +105,9 @@ func (p Policy) check() error {
 		if _, err := oci.NewVersioning(p.Ordering, p.Pattern); err != nil {
 			return invalid("%v", err)
 		}
-	} else if p.Pattern != "" {
+	}
+	// Without it, the pattern would be ignored.
+	if p.Pattern != "" && !slices.Contains(p.Ordering, oci.OrderPattern) {
 		return invalid("a pattern needs the ordering it belongs to (ordering: [pattern])")
 	}
 	if r := p.Retention; r != nil {

@@ -49,6 +49,12 @@ func (reg *Registry) enforceRetention(ctx context.Context, name string, p *tagPo
 	if err != nil {
 		return nil, err
 	}
+	return reg.deleteCondemned(ctx, name, doomed)
+}
+
+// deleteCondemned deletes the tags condemned returned, each only if it
+// still points where it did then, and returns those it deleted.
+func (reg *Registry) deleteCondemned(ctx context.Context, name string, doomed []metadata.TagEvent) ([]metadata.TagEvent, error) {
 	var deleted []metadata.TagEvent
 	for _, e := range doomed {
 		err := reg.db.InTx(ctx, func(tx *metadata.Tx) error {
