@@ -33,6 +33,8 @@ func usage() string {
 
 Usage:
   berth serve [flags]   run the registry (berth serve --help lists the flags)
+  berth rollout [flags] roll Swarm services and Kubernetes Deployments to the
+                        newest image on Berth's webhooks (berth rollout --help)
 
 Admin commands, clients of a running registry's admin API:
 `)
@@ -59,6 +61,8 @@ func main() {
 	switch os.Args[1] {
 	case "serve":
 		err = serve(os.Args[2:])
+	case "rollout":
+		err = rollout(os.Args[2:])
 	case "help", "-h", "--help":
 		fmt.Print(usage())
 		return
