@@ -83,6 +83,15 @@ func (ep Endpoint) Validate() error {
 	default:
 		return invalid("format %q is not one of %s, %s, %s", ep.Format, FormatDistribution, FormatHarbor, FormatCloudEvents)
 	}
+	// Every delivery is signed, so that a receiver can tell it is Berth's.
+	if len(ep.Secrets) == 0 {
+		return invalid("secrets: at least one signing secret is needed")
+	}
+	for i, s := range ep.Secrets {
+		if err := CheckSecret(s); err != nil {
+			return invalid("secrets[%d]: %v", i, err)
+		}
+	}
 	for _, g := range ep.Repositories {
 		if oci.ValidateGlob(g) != nil {
 			return invalid("repositories: %q is neither a repository name nor a glob", g)

@@ -9,7 +9,8 @@ import (
 )
 
 func valid() notify.Endpoint {
-	return notify.Endpoint{Name: "ci", URL: "https://hooks.example.com/berth", Format: notify.FormatDistribution}
+	return notify.Endpoint{Name: "ci", URL: "https://hooks.example.com/berth", Format: notify.FormatDistribution,
+		Secrets: []string{"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "plain text"}}
 }
 
 func TestValidate(t *testing.T) {
@@ -63,6 +64,9 @@ func TestValidate(t *testing.T) {
 		"class glob":        {func(ep *notify.Endpoint) { ep.Repositories = []string{"team/[ab]"} }, "repositories"},
 		"unknown action":    {func(ep *notify.Endpoint) { ep.Actions = []string{"push", "pull"} }, "actions"},
 		"action case":       {func(ep *notify.Endpoint) { ep.Actions = []string{"Push"} }, "actions"},
+		"no secret":         {func(ep *notify.Endpoint) { ep.Secrets = nil }, "secrets"},
+		"empty secret":      {func(ep *notify.Endpoint) { ep.Secrets = []string{"s", ""} }, "secrets[1]"},
+		"bad whsec secret":  {func(ep *notify.Endpoint) { ep.Secrets = []string{"whsec_!!"} }, "secrets[0]"},
 	}
 	for name, c := range bad {
 		t.Run("invalid/"+name, func(t *testing.T) {

@@ -62,6 +62,11 @@ func parseAdminRoute(path string) (adminRoute, bool) {
 		return adminRoute{endpoint: adPolicies}, true
 	case "openapi.yaml":
 		return adminRoute{endpoint: adOpenAPI}, true
+	case "webhooks":
+		return parseWebhookRoute("")
+	}
+	if hook, ok := strings.CutPrefix(rest, "webhooks/"); ok {
+		return parseWebhookRoute(hook)
 	}
 	if rest, ok = strings.CutPrefix(rest, "repositories/"); !ok || rest == "" {
 		return adminRoute{}, false
@@ -103,6 +108,16 @@ func (reg *Registry) newAdminRoutes() map[routeKey]adminHandler {
 		{adRetention, http.MethodGet}:    reg.retention,
 		{adRetention, http.MethodPost}:   reg.retention,
 		{adOpenAPI, http.MethodGet}:      serveOpenAPI,
+		{adWebhooks, http.MethodGet}:     reg.listWebhooks,
+		{adWebhooks, http.MethodPost}:    reg.putWebhook,
+		{adWebhook, http.MethodGet}:      reg.getWebhook,
+		{adWebhook, http.MethodPut}:      reg.putWebhook,
+		{adWebhook, http.MethodDelete}:   reg.deleteWebhook,
+		{adEnable, http.MethodPost}:      reg.enableWebhook,
+		{adDeliveries, http.MethodGet}:   reg.listDeliveries,
+		{adDelivery, http.MethodGet}:     reg.getDelivery,
+		{adRedeliver, http.MethodPost}:   reg.redeliver,
+		{adPing, http.MethodPost}:        reg.ping,
 	}
 	for k, h := range routes {
 		if k.method == http.MethodGet {
@@ -125,6 +140,8 @@ func (reg *Registry) admin(w http.ResponseWriter, r *http.Request) error {
 	}
 	switch rt.endpoint {
 	case adRepositories, adPolicies, adOpenAPI:
+	case adWebhooks, adWebhook, adEnable, adDeliveries, adDelivery, adRedeliver, adPing:
+		return h(w, r, rt) // webhook names and delivery ids are checked by their handlers
 	case adPolicy:
 		if oci.ValidateGlob(rt.name) != nil {
 			return newError(http.StatusBadRequest, codeNameInvalid, "invalid repository name or glob")

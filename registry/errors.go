@@ -49,11 +49,15 @@ const (
 	codePaginationInvalid = "PAGINATION_NUMBER_INVALID"
 	codeRangeInvalid      = "RANGE_INVALID"
 	// Berth's own, for the admin API.
-	codeTagUnknown     = "TAG_UNKNOWN"
-	codeTagConflict    = "TAG_CONFLICT"
-	codePolicyInvalid  = "POLICY_INVALID"
-	codePolicyUnknown  = "POLICY_UNKNOWN"
-	codeRequestInvalid = "REQUEST_INVALID"
+	codeTagUnknown    = "TAG_UNKNOWN"
+	codeTagConflict   = "TAG_CONFLICT"
+	codePolicyInvalid = "POLICY_INVALID"
+	codePolicyUnknown = "POLICY_UNKNOWN"
+	// The webhook endpoints'.
+	codeWebhookInvalid  = "WEBHOOK_INVALID"
+	codeWebhookConflict = "WEBHOOK_CONFLICT"
+	codeDeliveryUnknown = "DELIVERY_UNKNOWN"
+	codeRequestInvalid  = "REQUEST_INVALID"
 )
 
 // toAPIError maps any error to the spec's terms. Sentinels that mean the same

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/berthhq/berth/metadata"
+	"github.com/berthhq/berth/notify"
 	"github.com/berthhq/berth/oci"
 	"github.com/berthhq/berth/storage"
 )
@@ -30,6 +31,8 @@ type Options struct {
 	PolicyRules []PolicyRule
 	// RestoreWindow is how long a deleted tag can be restored (default 14 days).
 	RestoreWindow time.Duration
+	// Dispatcher delivers webhooks; the admin API's ping uses it.
+	Dispatcher *notify.Dispatcher
 }
 
 // ValidatePolicyRules reports the first invalid rule.
@@ -56,6 +59,7 @@ type Registry struct {
 	restoreWindow time.Duration
 	routes        map[routeKey]handlerFunc
 	adminRoutes   map[routeKey]adminHandler
+	dispatcher    *notify.Dispatcher
 }
 
 type routeKey struct{ endpoint, method string }
@@ -66,7 +70,8 @@ func New(o Options) *Registry {
 	if log == nil {
 		log = slog.Default()
 	}
-	reg := &Registry{store: o.Store, db: o.DB, log: log, redirect: o.RedirectExpiry, restoreWindow: o.RestoreWindow}
+	reg := &Registry{store: o.Store, db: o.DB, log: log, redirect: o.RedirectExpiry, restoreWindow: o.RestoreWindow,
+		dispatcher: o.Dispatcher}
 	if reg.restoreWindow <= 0 {
 		reg.restoreWindow = 14 * 24 * time.Hour
 	}

@@ -5,12 +5,15 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/berthhq/berth/notify"
 	"github.com/berthhq/berth/oci"
 	"github.com/berthhq/berth/registry"
 	"github.com/berthhq/berth/storage/s3"
@@ -35,7 +38,15 @@ type config struct {
 	RestoreWindow     time.Duration
 	RetentionInterval time.Duration
 	// Policies are per-repository tag policies; only the YAML file has them.
-	Policies            []registry.PolicyRule
+	Policies           []registry.PolicyRule
+	PublicURL          string
+	WebhookTimeout     time.Duration
+	WebhookMaxAge      time.Duration
+	WebhookPauseAfter  int
+	WebhookPauseFor    time.Duration
+	WebhookConcurrency int
+	// Webhooks are the webhook endpoints of the YAML file (webhooks.endpoints).
+	Webhooks            []notify.Endpoint
 	LogLevel            string
 	LogFormat           string
 	UploadMaxAge        time.Duration
@@ -87,6 +98,12 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.RefuseLower, "tags.refuse-lower", false, "refuse a new numbered tag older than the repository's newest")
 	fs.DurationVar(&c.RestoreWindow, "tags.restore-window", 14*24*time.Hour, "how long a deleted tag can be restored (garbage collection keeps what it points at)")
 	fs.DurationVar(&c.RetentionInterval, "tags.retention-interval", 10*time.Minute, "how often to apply the retention rules of the tag policies")
+	fs.StringVar(&c.PublicURL, "public-url", "", "the registry's URL as clients and webhook receivers reach it (default http://<host name>:<port of --addr>)")
+	fs.DurationVar(&c.WebhookTimeout, "webhooks.timeout", 10*time.Second, "how long a webhook delivery may take")
+	fs.DurationVar(&c.WebhookMaxAge, "webhooks.max-age", 24*time.Hour, "how long a failing webhook delivery is retried before it is dead-lettered")
+	fs.IntVar(&c.WebhookPauseAfter, "webhooks.pause-after", 10, "consecutive failures that pause a webhook endpoint")
+	fs.DurationVar(&c.WebhookPauseFor, "webhooks.pause-for", 5*time.Minute, "how long a paused webhook endpoint waits")
+	fs.IntVar(&c.WebhookConcurrency, "webhooks.concurrency", 16, "webhook deliveries in flight at once")
 	fs.StringVar(&c.LogLevel, "log.level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log.format", "text", "log format: text or json")
 	fs.DurationVar(&c.UploadMaxAge, "uploads.max-age", 24*time.Hour, "reclaim uploads untouched for this long")
@@ -129,10 +146,16 @@ func loadConfig(name string, args []string) (*config, error) {
 			return nil, fmt.Errorf("%s: %w", *configFile, err)
 		}
 		if p, ok := doc["policies"]; ok {
-			if c.Policies, err = decodePolicies(p); err != nil {
+			if c.Policies, err = decodeStrict[registry.PolicyRule](p); err != nil {
 				return nil, fmt.Errorf("%s: policies: %w", *configFile, err)
 			}
 			delete(doc, "policies")
+		}
+		if w, ok := doc["webhooks"].(map[string]any); ok && w["endpoints"] != nil {
+			if c.Webhooks, err = decodeStrict[notify.Endpoint](w["endpoints"]); err != nil {
+				return nil, fmt.Errorf("%s: webhooks.endpoints: %w", *configFile, err)
+			}
+			delete(w, "endpoints")
 		}
 		flatten("", doc, fromFile)
 	}
@@ -172,6 +195,7 @@ func loadConfig(name string, args []string) (*config, error) {
 	for name, d := range map[string]time.Duration{
 		"uploads.max-age": c.UploadMaxAge, "uploads.purge-interval": c.UploadPurgeInterval, "shutdown-timeout": c.ShutdownTimeout,
 		"tags.restore-window": c.RestoreWindow, "tags.retention-interval": c.RetentionInterval,
+		"webhooks.timeout": c.WebhookTimeout, "webhooks.max-age": c.WebhookMaxAge, "webhooks.pause-for": c.WebhookPauseFor,
 	} {
 		if d <= 0 {
 			return nil, fmt.Errorf("%s must be positive, not %s", name, d)
@@ -179,6 +203,25 @@ func loadConfig(name string, args []string) (*config, error) {
 	}
 	if err := registry.ValidatePolicyRules(append([]registry.PolicyRule{{Repositories: "*", Policy: c.policy()}}, c.Policies...)); err != nil {
 		return nil, fmt.Errorf("tags: %w", err)
+	}
+	if c.WebhookPauseAfter < 1 || c.WebhookConcurrency < 1 {
+		return nil, errors.New("webhooks.pause-after and webhooks.concurrency must be at least 1")
+	}
+	names := map[string]bool{}
+	for _, ep := range c.Webhooks {
+		if err := ep.Validate(); err != nil {
+			return nil, fmt.Errorf("webhooks.endpoints: %w", err)
+		}
+		if names[ep.Name] {
+			return nil, fmt.Errorf("webhooks.endpoints: two endpoints are named %s", ep.Name)
+		}
+		names[ep.Name] = true
+	}
+	if c.PublicURL == "" {
+		c.PublicURL = defaultPublicURL(c.Addr)
+	}
+	if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("public-url %q is not an http or https URL", c.PublicURL)
 	}
 	if c.Redirect < 0 {
 		return nil, fmt.Errorf("storage.redirect must not be negative")
@@ -195,19 +238,34 @@ func loadConfig(name string, args []string) (*config, error) {
 	return c, nil
 }
 
-// decodePolicies reads the policies list of the YAML file, strictly.
-func decodePolicies(v any) ([]registry.PolicyRule, error) {
+// defaultPublicURL is http://<host name>:<port of addr>.
+func defaultPublicURL(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "http://localhost:5000"
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		if host, err = os.Hostname(); err != nil {
+			host = "localhost"
+		}
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
+
+// decodeStrict reads a list of the YAML file (policies, webhook
+// endpoints), refusing unknown keys.
+func decodeStrict[T any](v any) ([]T, error) {
 	b, err := yaml.Marshal(v)
 	if err != nil {
 		return nil, err
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
-	var rules []registry.PolicyRule
-	if err := dec.Decode(&rules); err != nil {
+	var list []T
+	if err := dec.Decode(&list); err != nil {
 		return nil, err
 	}
-	return rules, nil
+	return list, nil
 }
 
 // flatten turns nested YAML maps into dotted keys: {log: {level: x}} is log.level=x.

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berthhq/berth/notify"
 	"github.com/berthhq/berth/oci"
 	"github.com/berthhq/berth/registry"
 	"github.com/berthhq/berth/storage/s3"
@@ -18,7 +19,8 @@ func ptr[T any](v T) *T { return &v }
 func TestConfigPrecedence(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "berth.yaml")
 	os.WriteFile(file, []byte("addr: \":7000\"\ndata: /srv/berth\nlog:\n  level: warn\n  format: json\nuploads:\n  max-age: 2h\nstorage:\n  disk:\n    fsync: false\n"+
-		"policies:\n  - repositories: team/*\n    ordering: [semver]\n    retention:\n      keepNewest: 5\n      keepYoungerThan: 720h\n"), 0o644)
+		"policies:\n  - repositories: team/*\n    ordering: [semver]\n    retention:\n      keepNewest: 5\n      keepYoungerThan: 720h\n"+
+		"webhooks:\n  max-age: 1h\n  endpoints:\n    - name: deploy\n      url: http://127.0.0.1:9000/hook\n      format: cloudevents\n      secrets: [s1]\n      numberedOnly: true\n"), 0o644)
 	t.Setenv("BERTH_LOG_LEVEL", "debug")
 	t.Setenv("BERTH_UPLOADS_PURGE_INTERVAL", "1m")
 
@@ -39,8 +41,16 @@ func TestConfigPrecedence(t *testing.T) {
 		UploadMaxAge:        2 * time.Hour,
 		UploadPurgeInterval: time.Minute,
 		ShutdownTimeout:     30 * time.Second,
-		RestoreWindow:       14 * 24 * time.Hour,
-		RetentionInterval:   10 * time.Minute,
+		PublicURL:           "http://127.0.0.1:7001", // from the address
+		WebhookTimeout:      10 * time.Second,
+		WebhookMaxAge:       time.Hour,
+		WebhookPauseAfter:   10,
+		WebhookPauseFor:     5 * time.Minute,
+		WebhookConcurrency:  16,
+		Webhooks: []notify.Endpoint{{Name: "deploy", URL: "http://127.0.0.1:9000/hook", Format: notify.FormatCloudEvents,
+			Secrets: []string{"s1"}, NumberedOnly: true}},
+		RestoreWindow:     14 * 24 * time.Hour,
+		RetentionInterval: 10 * time.Minute,
 		Policies: []registry.PolicyRule{{Repositories: "team/*", Policy: registry.Policy{
 			Ordering:  []oci.Ordering{oci.OrderSemver},
 			Retention: &registry.Retention{KeepNewest: ptr(5), KeepYoungerThan: ptr(registry.Duration(720 * time.Hour))},

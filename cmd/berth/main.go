@@ -4,12 +4,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -20,6 +22,7 @@ import (
 
 	"github.com/berthhq/berth/gc"
 	"github.com/berthhq/berth/metadata"
+	"github.com/berthhq/berth/notify"
 	"github.com/berthhq/berth/registry"
 	"github.com/berthhq/berth/storage"
 	"github.com/berthhq/berth/storage/disk"
@@ -129,11 +132,24 @@ func serve(args []string) error {
 			return err
 		}
 	}
+	mo.Route = notify.Router()
 	db, err := metadata.Open(ctx, mo)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
+	if err := syncWebhooks(ctx, db, c.Webhooks); err != nil {
+		return err
+	}
+	u, _ := url.Parse(c.PublicURL) // checked by loadConfig
+	dispatcher := notify.New(notify.Options{
+		DB: db, Registry: notify.Registry{Host: u.Host, URL: c.PublicURL, InstanceID: instanceID()}, Logger: log,
+		Client: &http.Client{Timeout: c.WebhookTimeout}, MaxAge: c.WebhookMaxAge,
+		PauseAfter: c.WebhookPauseAfter, PauseFor: c.WebhookPauseFor, Concurrency: c.WebhookConcurrency,
+	})
+	dispatched := make(chan struct{})
+	go func() { defer close(dispatched); dispatcher.Run(ctx) }()
+	defer func() { <-dispatched }() // after the server stopped and ctx ended: deliveries in flight finish
 
 	ln, err := net.Listen("tcp", c.Addr)
 	if err != nil {
@@ -141,7 +157,7 @@ func serve(args []string) error {
 	}
 	reg := registry.New(registry.Options{
 		Store: store, DB: db, Logger: log, RedirectExpiry: c.Redirect,
-		Policy: c.policy(), PolicyRules: c.Policies, RestoreWindow: c.RestoreWindow,
+		Policy: c.policy(), PolicyRules: c.Policies, RestoreWindow: c.RestoreWindow, Dispatcher: dispatcher,
 	})
 	srv := &http.Server{
 		Handler:           reg,
@@ -168,6 +184,25 @@ func serve(args []string) error {
 	sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
 	defer cancel()
 	return srv.Shutdown(sctx)
+}
+
+// syncWebhooks stores the configuration file's webhook endpoints.
+func syncWebhooks(ctx context.Context, db *metadata.DB, endpoints []notify.Endpoint) error {
+	bodies := map[string]string{}
+	for _, ep := range endpoints {
+		b, err := json.Marshal(ep)
+		if err != nil {
+			return err
+		}
+		bodies[ep.Name] = string(b)
+	}
+	return db.InTx(ctx, func(tx *metadata.Tx) error { return tx.SyncConfigWebhooks(ctx, bodies) })
+}
+
+// instanceID names this process in webhook deliveries: host name and pid.
+func instanceID() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s-%d", host, os.Getpid())
 }
 
 // openStore opens the configured storage driver.
