@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -70,10 +71,11 @@ type DB struct {
 	uploads     uploadLocks
 	now         func() time.Time
 	route       Router
-	outbox      chan struct{}   // see OutboxWritten
-	pgConfig    *pgx.ConnConfig // PostgreSQL: for the connection that listens for outbox notifications
-	listenOnce  sync.Once       // starts it, on the first OutboxWritten
-	stopListen  func()          // stops it
+	outbox      chan struct{}               // see OutboxWritten
+	pgConfig    *pgx.ConnConfig             // PostgreSQL: for the connection that listens for outbox notifications
+	listenOnce  sync.Once                   // starts it, on the first OutboxWritten
+	stopListen  func()                      // stops it
+	hooks       atomic.Pointer[webhookList] // the enabled webhooks, for blob events
 }
 
 // dialect is what differs between the two databases: the migrations, and

@@ -31,9 +31,17 @@ type Event struct {
 	Actor      string     `json:"actor,omitempty"`
 }
 
-// ActionManifestDelete is the action of an event for a manifest deleted by
-// digest (tag history records the tags it ended as deletes).
-const ActionManifestDelete = "manifest-delete"
+// The actions of events that are not tag history.
+const (
+	// ActionManifestDelete: a manifest deleted by digest (tag history
+	// records the tags it ended as deletes).
+	ActionManifestDelete = "manifest-delete"
+	// ActionBlobPush and ActionBlobPull: a blob uploaded (or mounted) into
+	// a repository, and one served from it. Only webhooks that ask for
+	// them get them.
+	ActionBlobPush = "blob-push"
+	ActionBlobPull = "blob-pull"
+)
 
 // Router picks the webhooks that want an event, by name, from the enabled
 // ones. The notify package provides it; metadata stores what it picks.
@@ -62,7 +70,11 @@ func (tx *Tx) emit(ctx context.Context, repoID int64, e Event, key []byte) error
 		}
 		e.Numbered, e.Newest = true, newer == 0
 	}
-	names := tx.db.route(e, hooks)
+	return tx.writeEvent(ctx, e, tx.db.route(e, hooks))
+}
+
+// writeEvent writes an event and its deliveries to the webhooks named.
+func (tx *Tx) writeEvent(ctx context.Context, e Event, names []string) error {
 	if len(names) == 0 {
 		return nil
 	}
@@ -84,6 +96,51 @@ func (tx *Tx) emit(ctx context.Context, repoID int64, e Event, key []byte) error
 		}
 	}
 	return tx.outboxChanged(ctx)
+}
+
+// EmitBlobEvent writes a blob event (ActionBlobPush, ActionBlobPull) to
+// the outbox, in a transaction of its own, if a webhook wants it. Repository,
+// Digest and Size must be set.
+func (db *DB) EmitBlobEvent(ctx context.Context, e Event) error {
+	if db.route == nil {
+		return nil
+	}
+	hooks, err := db.enabledWebhooks(ctx)
+	if err != nil || len(hooks) == 0 {
+		return err
+	}
+	names := db.route(e, hooks)
+	if len(names) == 0 {
+		return nil
+	}
+	return db.InTx(ctx, func(tx *Tx) error {
+		id, err := tx.repositoryID(ctx, e.Repository)
+		if err != nil {
+			return err
+		}
+		if err := tx.lockTags(ctx, id); err != nil { // in seq order with the repository's tag events
+			return err
+		}
+		return tx.writeEvent(ctx, e, names)
+	})
+}
+
+// enabledWebhooks returns the enabled webhooks as read within the last
+// second: a blob event comes with every pull, and the list rarely changes.
+func (db *DB) enabledWebhooks(ctx context.Context) ([]Webhook, error) {
+	if c := db.hooks.Load(); c != nil && time.Since(c.read) < time.Second {
+		return c.hooks, nil
+	}
+	hooks, err := db.webhooks(ctx, db.read, `WHERE disabled_at IS NULL`)
+	if err == nil {
+		db.hooks.Store(&webhookList{time.Now(), hooks})
+	}
+	return hooks, err
+}
+
+type webhookList struct {
+	read  time.Time
+	hooks []Webhook
 }
 
 // outboxChanged makes the commit wake the dispatchers: this process's

@@ -54,7 +54,12 @@ type Endpoint struct {
 var actions = []string{
 	metadata.ActionPush, metadata.ActionMove, metadata.ActionDelete, metadata.ActionRestore,
 	metadata.ActionRollback, metadata.ActionRetention, metadata.ActionManifestDelete,
+	metadata.ActionBlobPush, metadata.ActionBlobPull,
 }
+
+// blobAction reports whether an action is a blob's: those go only to
+// endpoints that list them, since every pull would make one.
+func blobAction(a string) bool { return a == metadata.ActionBlobPush || a == metadata.ActionBlobPull }
 
 // Validate reports the first thing wrong with an endpoint, naming the field.
 func (ep Endpoint) Validate() error {
@@ -101,6 +106,9 @@ func (ep Endpoint) Validate() error {
 		if !slices.Contains(actions, a) {
 			return invalid("actions: %q is not one of %v", a, actions)
 		}
+		if blobAction(a) && ep.Format == FormatHarbor {
+			return invalid("actions: Harbor's format has no event for %s", a)
+		}
 	}
 	if _, err := regexp.Compile(ep.TagPattern); err != nil {
 		return invalid("tagPattern: %v", err)
@@ -111,7 +119,7 @@ func (ep Endpoint) Validate() error {
 // Matches reports whether an event passes the endpoint's filters. The
 // endpoint must be valid: a pattern that does not compile matches nothing.
 func (ep Endpoint) Matches(e metadata.Event) bool {
-	if len(ep.Actions) > 0 && !slices.Contains(ep.Actions, e.Action) {
+	if (len(ep.Actions) > 0 || blobAction(e.Action)) && !slices.Contains(ep.Actions, e.Action) {
 		return false
 	}
 	if ep.NumberedOnly && !e.Numbered {

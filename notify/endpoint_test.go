@@ -65,6 +65,7 @@ func TestValidate(t *testing.T) {
 		"unknown action":    {func(ep *notify.Endpoint) { ep.Actions = []string{"push", "pull"} }, "actions"},
 		"action case":       {func(ep *notify.Endpoint) { ep.Actions = []string{"Push"} }, "actions"},
 		"no secret":         {func(ep *notify.Endpoint) { ep.Secrets = nil }, "secrets"},
+		"harbor blob pulls": {func(ep *notify.Endpoint) { ep.Format, ep.Actions = "harbor", []string{"push", "blob-pull"} }, "actions"},
 		"empty secret":      {func(ep *notify.Endpoint) { ep.Secrets = []string{"s", ""} }, "secrets[1]"},
 		"bad whsec secret":  {func(ep *notify.Endpoint) { ep.Secrets = []string{"whsec_!!"} }, "secrets[0]"},
 	}
@@ -111,6 +112,9 @@ func TestMatches(t *testing.T) {
 		{"action listed", func(ep *notify.Endpoint) { ep.Actions = []string{"move", "push"} }, push, true},
 		{"action not listed", func(ep *notify.Endpoint) { ep.Actions = []string{"delete"} }, push, false},
 		{"action manifest-delete", func(ep *notify.Endpoint) { ep.Actions = []string{"manifest-delete"} }, with(func(e *metadata.Event) { e.Action, e.Tag = "manifest-delete", "" }), true},
+		{"blob pull, no filter", func(*notify.Endpoint) {}, with(func(e *metadata.Event) { e.Action, e.Tag, e.Numbered = "blob-pull", "", false }), false},
+		{"blob pull, other actions", func(ep *notify.Endpoint) { ep.Actions = []string{"push", "blob-push"} }, with(func(e *metadata.Event) { e.Action, e.Tag, e.Numbered = "blob-pull", "", false }), false},
+		{"blob pull listed", func(ep *notify.Endpoint) { ep.Actions = []string{"blob-pull"} }, with(func(e *metadata.Event) { e.Action, e.Tag, e.Numbered = "blob-pull", "", false }), true},
 
 		{"numbered only, numbered", func(ep *notify.Endpoint) { ep.NumberedOnly = true }, push, true},
 		{"numbered only, moving tag", func(ep *notify.Endpoint) { ep.NumberedOnly = true }, with(func(e *metadata.Event) { e.Tag, e.Numbered, e.Newest = "latest", false, false }), false},

@@ -28,6 +28,12 @@ func Encode(e metadata.Event, ep Endpoint, reg Registry) (contentType string, bo
 	}
 	var v any
 	switch ep.Format {
+	case FormatHarbor:
+		if blobAction(e.Action) {
+			return "", nil, fmt.Errorf("harbor's format has no event for %s", e.Action)
+		}
+	}
+	switch ep.Format {
 	case FormatDistribution:
 		contentType = ep.DistributionMediaType
 		if contentType == "" {
@@ -50,7 +56,8 @@ func Encode(e metadata.Event, ep Endpoint, reg Registry) (contentType string, bo
 // (delete, retention, manifest-delete).
 func pointsTag(action string) (bool, error) {
 	switch action {
-	case metadata.ActionPush, metadata.ActionMove, metadata.ActionRestore, metadata.ActionRollback:
+	case metadata.ActionPush, metadata.ActionMove, metadata.ActionRestore, metadata.ActionRollback,
+		metadata.ActionBlobPush, metadata.ActionBlobPull:
 		return true, nil
 	case metadata.ActionDelete, metadata.ActionRetention, metadata.ActionManifestDelete:
 		return false, nil
@@ -72,6 +79,13 @@ func distribution(e metadata.Event, points bool, reg Registry) notifications.Env
 	ev.Target.Length = e.Size
 	ev.Target.Repository = e.Repository
 	ev.Target.URL = reg.URL + "/v2/" + e.Repository + "/manifests/" + string(e.Digest)
+	switch e.Action { // the reference registry's blob events
+	case metadata.ActionBlobPush:
+		ev.Target.URL = reg.URL + "/v2/" + e.Repository + "/blobs/" + string(e.Digest)
+	case metadata.ActionBlobPull:
+		ev.Action, ev.Request.Method = notifications.EventActionPull, "GET"
+		ev.Target.URL = reg.URL + "/v2/" + e.Repository + "/blobs/" + string(e.Digest)
+	}
 	ev.Target.Tag = e.Tag
 	// Events come from the outbox, not from a request: the event's id stands
 	// for the request's, and the client's address is unknown.
@@ -150,6 +164,8 @@ var cloudEventTypes = map[string]string{
 	metadata.ActionRollback:       "dev.berth.tag.rolledback",
 	metadata.ActionRetention:      "dev.berth.tag.expired",
 	metadata.ActionManifestDelete: "dev.berth.manifest.deleted",
+	metadata.ActionBlobPush:       "dev.berth.blob.pushed",
+	metadata.ActionBlobPull:       "dev.berth.blob.pulled",
 }
 
 // cloudEventPayload is a CloudEvents 1.0 event in structured mode.

@@ -357,3 +357,31 @@ func TestEncodeErrors(t *testing.T) {
 		t.Error("an unknown format encoded")
 	}
 }
+
+// TestBlobEvents: blob pushes and pulls are the reference registry's push
+// and pull of a blob in the distribution format, and CloudEvents of their
+// own; Harbor's format has none.
+func TestBlobEvents(t *testing.T) {
+	for action, want := range map[string]string{metadata.ActionBlobPush: "push", metadata.ActionBlobPull: "pull"} {
+		e := event(action)
+		e.Tag, e.Previous, e.Numbered, e.Newest, e.MediaType = "", "", false, false, "application/octet-stream"
+		_, body := encode(t, e, notify.Endpoint{Format: notify.FormatDistribution})
+		var env struct{ Events []notifications.Event }
+		decodeStrict(t, body, &env)
+		got := env.Events[0]
+		if got.Action != want || got.Target.URL != "https://registry.example.com:5000/v2/team/app/blobs/"+string(dgst) ||
+			got.Target.Digest != dgst || got.Target.Size != 1234 {
+			t.Errorf("%s: distribution event %+v", action, got)
+		}
+		_, body = encode(t, e, notify.Endpoint{Format: notify.FormatCloudEvents})
+		var ce struct{ Type, Subject string }
+		json.Unmarshal(body, &ce)
+		if ce.Type != map[string]string{"push": "dev.berth.blob.pushed", "pull": "dev.berth.blob.pulled"}[want] ||
+			ce.Subject != "team/app@"+string(dgst) {
+			t.Errorf("%s: cloudevent type %q subject %q", action, ce.Type, ce.Subject)
+		}
+		if _, _, err := notify.Encode(e, notify.Endpoint{Format: notify.FormatHarbor}, notify.Registry{}); err == nil {
+			t.Errorf("%s: encoded in Harbor's format", action)
+		}
+	}
+}

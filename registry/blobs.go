@@ -2,6 +2,7 @@ package registry
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -62,6 +63,7 @@ func (reg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) e
 		if url != "" {
 			w.Header().Set("Docker-Content-Digest", string(d))
 			http.Redirect(w, r, url, http.StatusTemporaryRedirect)
+			reg.pulled(r, rt.name, d, size)
 			return nil
 		}
 	}
@@ -76,7 +78,29 @@ func (reg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) e
 		return err
 	}
 	defer f.Close()
-	return serveBlob(w, r, d, f)
+	if err := serveBlob(w, r, d, f); err != nil {
+		return err
+	}
+	reg.pulled(r, rt.name, d, size)
+	return nil
+}
+
+// pulled announces a pull of a blob (a GET of all of it) to the webhooks
+// that ask for pulls.
+func (reg *Registry) pulled(r *http.Request, name string, d oci.Digest, size int64) {
+	if r.Header.Get("Range") == "" {
+		reg.blobEvent(r, metadata.ActionBlobPull, name, d, size)
+	}
+}
+
+// blobEvent writes a blob event for the webhooks that want it. The blob
+// was stored or served already, so a failure is logged, not answered.
+func (reg *Registry) blobEvent(r *http.Request, action, name string, d oci.Digest, size int64) {
+	e := metadata.Event{Action: action, Repository: name, Digest: d, Size: size, MediaType: "application/octet-stream"}
+	if err := reg.db.EmitBlobEvent(context.WithoutCancel(r.Context()), e); err != nil {
+		reg.log.ErrorContext(r.Context(), "webhooks: writing a blob event", "action", action, "repository", name,
+			"digest", d, "error", err)
+	}
 }
 
 // serveBlob answers with content, honouring Range, conditional and HEAD

@@ -33,11 +33,13 @@ func (reg *Registry) startUpload(w http.ResponseWriter, r *http.Request, rt rout
 			if err := oci.ValidateName(from); err != nil {
 				return err
 			}
-			err := reg.db.InTx(ctx, func(tx *metadata.Tx) error {
-				_, err := tx.MountBlob(ctx, rt.name, from, d)
+			var size int64
+			err := reg.db.InTx(ctx, func(tx *metadata.Tx) (err error) {
+				size, err = tx.MountBlob(ctx, rt.name, from, d)
 				return err
 			})
 			if err == nil {
+				reg.blobEvent(r, metadata.ActionBlobPush, rt.name, d, size)
 				blobCreated(w, rt.name, d)
 				return nil
 			}
@@ -75,6 +77,7 @@ func (reg *Registry) uploadWhole(w http.ResponseWriter, r *http.Request, name st
 	if err := reg.db.InTx(ctx, func(tx *metadata.Tx) error { return tx.LinkBlob(ctx, name, d, size) }); err != nil {
 		return err
 	}
+	reg.blobEvent(r, metadata.ActionBlobPush, name, d, size)
 	blobCreated(w, name, d)
 	return nil
 }
@@ -158,6 +161,7 @@ func (reg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, rt rou
 		if err != nil {
 			return err
 		}
+		reg.blobEvent(r, metadata.ActionBlobPush, rt.name, d, size)
 		blobCreated(w, rt.name, d)
 		return nil
 	})
