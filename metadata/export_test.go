@@ -2,6 +2,7 @@ package metadata
 
 import (
 	"context"
+	"encoding/json"
 	"slices"
 )
 
@@ -29,4 +30,27 @@ func (db *DB) TagHistory(ctx context.Context, repo, tag string) ([]TagEvent, err
 	}
 	slices.Reverse(all)
 	return all, nil
+}
+
+// Events returns every event in the outbox, in seq order, for the tests
+// that check what was (or was not) written.
+func (db *DB) Events(ctx context.Context) ([]Event, error) {
+	rows, err := db.query(ctx, `SELECT seq, body FROM events ORDER BY seq`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Event
+	for rows.Next() {
+		var e Event
+		var body string
+		if err := rows.Scan(&e.Seq, &body); err != nil {
+			return nil, err
+		}
+		if err := json.Unmarshal([]byte(body), &e); err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
 }
