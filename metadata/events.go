@@ -63,12 +63,17 @@ func (tx *Tx) emit(ctx context.Context, repoID int64, e Event, key []byte) error
 		return err
 	}
 	if key != nil {
-		var newer int
-		if err := tx.queryRow(ctx, `SELECT count(*) FROM tags WHERE repository_id = $1 AND ended_at IS NULL
-			AND version_key IS NOT NULL AND version_key > $2`, repoID, key).Scan(&newer); err != nil {
+		// Newest: live after the change (a deleted tag is not, even if it
+		// was the newest) with no live version newer.
+		var newer, live int
+		if err := tx.queryRow(ctx, `SELECT
+			(SELECT count(*) FROM tags WHERE repository_id = $1 AND ended_at IS NULL
+				AND version_key IS NOT NULL AND version_key > $2),
+			(SELECT count(*) FROM tags WHERE repository_id = $1 AND name = $3 AND ended_at IS NULL)`,
+			repoID, key, e.Tag).Scan(&newer, &live); err != nil {
 			return err
 		}
-		e.Numbered, e.Newest = true, newer == 0
+		e.Numbered, e.Newest = true, live > 0 && newer == 0
 	}
 	return tx.writeEvent(ctx, e, tx.db.route(e, hooks))
 }
@@ -466,11 +471,21 @@ func (db *DB) RecordAttempt(ctx context.Context, d Delivery, a Attempt, out Outc
 			_, err = tx.exec(ctx, `UPDATE webhooks SET disabled_at = $1, disabled_reason = $2 WHERE name = $3`,
 				tx.now, out.Disable, d.Webhook)
 		default:
-			var failures int64
-			err = tx.queryRow(ctx, `UPDATE webhooks SET failures = failures + 1,
-				paused_until = CASE WHEN $1 > 0 AND failures + 1 >= $1 THEN $2 ELSE paused_until END WHERE name = $3
-				RETURNING failures`, out.PauseAfter, out.PauseUntil, d.Webhook).Scan(&failures)
-			paused = out.PauseAfter > 0 && failures >= out.PauseAfter
+			// A failure while the webhook is paused already (an attempt
+			// made before the pause) counts, but neither pauses it again
+			// nor extends the pause.
+			var failures, until int64
+			if err = tx.queryRow(ctx, `SELECT failures, paused_until FROM webhooks WHERE name = $1`+tx.forUpdate(),
+				d.Webhook).Scan(&failures, &until); err != nil {
+				break
+			}
+			failures++
+			paused = out.PauseAfter > 0 && failures >= out.PauseAfter && until <= tx.now
+			if paused {
+				until = out.PauseUntil
+			}
+			_, err = tx.exec(ctx, `UPDATE webhooks SET failures = $1, paused_until = $2 WHERE name = $3`,
+				failures, until, d.Webhook)
 		}
 		return noRows(err)
 	})

@@ -2,6 +2,7 @@ package metadata
 
 import (
 	"context"
+	"encoding/json"
 	"slices"
 )
 
@@ -44,4 +45,27 @@ func (db *DB) Waits(ctx context.Context) (int64, error) {
 	err := db.read.QueryRowContext(ctx, `SELECT count(*) FROM pg_stat_activity
 		WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n)
 	return n, err
+}
+
+// Events returns every event in the outbox, in seq order, for the tests
+// that check what was (or was not) written.
+func (db *DB) Events(ctx context.Context) ([]Event, error) {
+	rows, err := db.query(ctx, `SELECT seq, body FROM events ORDER BY seq`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Event
+	for rows.Next() {
+		var e Event
+		var body string
+		if err := rows.Scan(&e.Seq, &body); err != nil {
+			return nil, err
+		}
+		if err := json.Unmarshal([]byte(body), &e); err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
 }
