@@ -565,3 +565,21 @@ func (tx *Tx) SyncConfigWebhooks(ctx context.Context, bodies map[string]string) 
 	}
 	return nil
 }
+
+// PruneOutbox forgets the deliveries delivered before before (Unix
+// nanoseconds), with their attempts, and the events left with no delivery.
+// Dead and pending deliveries stay. It returns how many deliveries went.
+func (tx *Tx) PruneOutbox(ctx context.Context, before int64) (int64, error) {
+	if _, err := tx.exec(ctx, `DELETE FROM delivery_attempts WHERE delivery_id IN
+		(SELECT id FROM deliveries WHERE state = 'delivered' AND done_at < $1)`, before); err != nil {
+		return 0, err
+	}
+	res, err := tx.exec(ctx, `DELETE FROM deliveries WHERE state = 'delivered' AND done_at < $1`, before)
+	if err != nil {
+		return 0, err
+	}
+	n, _ := res.RowsAffected()
+	_, err = tx.exec(ctx, `DELETE FROM events WHERE created_at < $1
+		AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = events.seq)`, before)
+	return n, err
+}

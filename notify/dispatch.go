@@ -80,10 +80,12 @@ func New(o Options) *Dispatcher {
 	return &Dispatcher{o: o, endpoints: &endpointCache{}}
 }
 
-// lease is how long a claim lasts: longer than any attempt takes.
-func (d *Dispatcher) lease() time.Duration { return d.o.Client.Timeout + 30*time.Second }
+// lease is how long a claim lasts: longer than any attempt takes. A
+// replica that dies holding a claim delays that line by as much.
+func (d *Dispatcher) lease() time.Duration { return d.o.Client.Timeout + 5*time.Second }
 
-// Run delivers until ctx ends, then waits for the deliveries in flight.
+// Run delivers until ctx ends, then lets the deliveries in flight finish
+// (each within the client's timeout) and records them.
 func (d *Dispatcher) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -102,7 +104,7 @@ func (d *Dispatcher) Run(ctx context.Context) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					d.deliver(ctx, del)
+					d.deliver(context.WithoutCancel(ctx), del)
 					<-slots
 					select {
 					case done <- struct{}{}:
@@ -132,11 +134,8 @@ func (d *Dispatcher) deliver(ctx context.Context, del metadata.Delivery) {
 	start := time.Now()
 	status, response, retryAfter := d.send(ctx, del)
 	a := metadata.Attempt{At: start.UnixNano(), Status: int64(status), Latency: time.Since(start), Response: response}
-	if ctx.Err() != nil {
-		return // shutting down: the claim lapses and the delivery is tried again
-	}
 	out := d.outcome(del, status, retryAfter, time.Now())
-	paused, err := d.o.DB.RecordAttempt(context.WithoutCancel(ctx), del, a, out)
+	paused, err := d.o.DB.RecordAttempt(ctx, del, a, out)
 	switch {
 	case errors.Is(err, metadata.ErrNotClaimed):
 		log.Warn("webhooks: delivery settled elsewhere meanwhile (its claim had lapsed)")

@@ -45,6 +45,7 @@ type config struct {
 	WebhookPauseAfter  int
 	WebhookPauseFor    time.Duration
 	WebhookConcurrency int
+	WebhookKeep        time.Duration
 	// Webhooks are the webhook endpoints of the YAML file (webhooks.endpoints).
 	Webhooks            []notify.Endpoint
 	LogLevel            string
@@ -104,6 +105,7 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.WebhookPauseAfter, "webhooks.pause-after", 10, "consecutive failures that pause a webhook endpoint")
 	fs.DurationVar(&c.WebhookPauseFor, "webhooks.pause-for", 5*time.Minute, "how long a paused webhook endpoint waits")
 	fs.IntVar(&c.WebhookConcurrency, "webhooks.concurrency", 16, "webhook deliveries in flight at once")
+	fs.DurationVar(&c.WebhookKeep, "webhooks.keep-delivered", 7*24*time.Hour, "how long delivered webhook deliveries and their attempt log are kept (dead ones stay until redelivered)")
 	fs.StringVar(&c.LogLevel, "log.level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log.format", "text", "log format: text or json")
 	fs.DurationVar(&c.UploadMaxAge, "uploads.max-age", 24*time.Hour, "reclaim uploads untouched for this long")
@@ -196,6 +198,7 @@ func loadConfig(name string, args []string) (*config, error) {
 		"uploads.max-age": c.UploadMaxAge, "uploads.purge-interval": c.UploadPurgeInterval, "shutdown-timeout": c.ShutdownTimeout,
 		"tags.restore-window": c.RestoreWindow, "tags.retention-interval": c.RetentionInterval,
 		"webhooks.timeout": c.WebhookTimeout, "webhooks.max-age": c.WebhookMaxAge, "webhooks.pause-for": c.WebhookPauseFor,
+		"webhooks.keep-delivered": c.WebhookKeep,
 	} {
 		if d <= 0 {
 			return nil, fmt.Errorf("%s must be positive, not %s", name, d)

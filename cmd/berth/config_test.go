@@ -47,6 +47,7 @@ func TestConfigPrecedence(t *testing.T) {
 		WebhookPauseAfter:   10,
 		WebhookPauseFor:     5 * time.Minute,
 		WebhookConcurrency:  16,
+		WebhookKeep:         7 * 24 * time.Hour,
 		Webhooks: []notify.Endpoint{{Name: "deploy", URL: "http://127.0.0.1:9000/hook", Format: notify.FormatCloudEvents,
 			Secrets: []string{"s1"}, NumberedOnly: true}},
 		RestoreWindow:     14 * 24 * time.Hour,

@@ -166,6 +166,18 @@ func serve(args []string) error {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	go purgeUploads(ctx, log, db, store, c)
+	go every(ctx, time.Hour, func() {
+		var n int64
+		err := db.InTx(ctx, func(tx *metadata.Tx) (err error) {
+			n, err = tx.PruneOutbox(ctx, time.Now().Add(-c.WebhookKeep).UnixNano())
+			return err
+		})
+		if err != nil && ctx.Err() == nil {
+			log.Error("webhooks: pruning delivered deliveries", "error", err)
+		} else if n > 0 {
+			log.Info("webhooks: pruned delivered deliveries", "deliveries", n)
+		}
+	})
 	go every(ctx, c.RetentionInterval, func() {
 		if _, err := reg.EnforceRetention(ctx); err != nil && ctx.Err() == nil {
 			log.Error("enforcing retention", "error", err)

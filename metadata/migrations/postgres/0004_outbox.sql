@@ -39,6 +39,9 @@ CREATE TABLE deliveries (
 -- The oldest pending delivery per endpoint and repository goes first.
 CREATE INDEX deliveries_pending ON deliveries (webhook, repository, id) WHERE state = 'pending';
 CREATE INDEX deliveries_by_webhook ON deliveries (webhook, id);
+-- Pruning: the events whose deliveries are all gone, the deliveries done long ago.
+CREATE INDEX deliveries_by_event ON deliveries (event_seq);
+CREATE INDEX deliveries_done ON deliveries (done_at) WHERE state = 'delivered';
 
 CREATE TABLE delivery_attempts (
     delivery_id BIGINT  NOT NULL REFERENCES deliveries (id),
