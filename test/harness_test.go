@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -116,6 +117,9 @@ type serverOptions struct {
 	Name string
 	// Flags are extra `berth serve` flags.
 	Flags []string
+	// PublicURL adds --public-url with the server's own URL, which is known only once its port
+	// is: the host webhook deliveries name, for receivers to pull from.
+	PublicURL bool
 }
 
 // server is one running registry process on 127.0.0.1 with its data directory.
@@ -149,6 +153,9 @@ func startBerth(t *testing.T, opts serverOptions) *server {
 		t.Fatal(err)
 	}
 	s.flags = opts.Flags
+	if opts.PublicURL {
+		s.flags = slices.Concat(opts.Flags, []string{"--public-url", s.URL})
+	}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("server logs (%s):\n%s", s.kind, s.logs.tail(200))

@@ -1,22 +1,21 @@
 package test
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/berthhq/berth/notify"
 )
 
 // versionSource prints the version it was built with, then runs until
@@ -41,29 +40,58 @@ func main() {
 `
 
 // rolloutTimeout bounds the wait for Swarm to pull an image from Berth and
-// run it.
+// run it, and for a webhook delivery, retries included.
 const rolloutTimeout = 2 * time.Minute
 
-// TestRolloutSwarm runs `berth rollout` against the local Docker engine as a
-// single-node swarm: a service following a repository moves to a newer
-// version and to a promoted rollback, pulling from Berth, and is left alone
-// by an older version, a replayed delivery and a bad signature.
+// TestRolloutSwarm runs the chain of issue 5 on the local Docker engine as a
+// single-node swarm: Berth's dispatcher sends signed cloudevents to `berth
+// rollout`, which moves a service following the repository, and Swarm pulls
+// the image from Berth. A push of version 2 moves the service to it; a
+// rollback through the admin API (`berth rollback`), to version 1's manifest
+// as tag 3. An older version, a redelivered event and deliveries signed with
+// a secret the receiver does not know move nothing.
 func TestRolloutSwarm(t *testing.T) {
 	t.Parallel()
+	if k := serverKind(); k != "berth" {
+		t.Skipf("webhooks and the admin API are Berth's own; BERTH_E2E_SERVER=%s", k)
+	}
 	docker := tool{path: systemBin(t, "docker")}
 	expectInsecureLoopback(t, docker)
-	s := sharedServer(t)
-	cli := berthCLI(t, s)
 	swarmManager(t, docker)
 
-	// Versions 1 and 2 of a program, pushed to Berth and removed from the
-	// engine, so that Swarm has to pull them.
 	repo := uniqueRepo(t, "rollout")
+	secret := webhookSecret(t)
+	statePath := filepath.Join(t.TempDir(), "rollout-state.json")
+	rcv := startRollout(t, secret, statePath)
+	// A Berth of its own, whose configuration file makes the receiver a
+	// webhook endpoint with the same secret, for this repository's versions.
+	const hook, wrongHook = "rollout", "rollout-wrong-secret"
+	config := filepath.Join(t.TempDir(), "berth.yaml")
+	writeFile(t, config, []byte(fmt.Sprintf(`webhooks:
+  endpoints:
+    - name: %s
+      url: %q
+      format: cloudevents
+      secrets: [%q]
+      repositories: [%q]
+      numberedOnly: true
+`, hook, rcv.url+"/", secret, repo)))
+	s := startBerth(t, serverOptions{Flags: []string{"--config", config}, PublicURL: true})
+	cli := berthCLI(t, s)
+	// Another endpoint, made through the admin API, sends the same events to
+	// the receiver signed with a secret it does not know.
+	resp, body := httpDo(t, http.MethodPost, s.URL+"/admin/v1/webhooks", mustJSON(t, map[string]any{
+		"name": wrongHook, "url": rcv.url + "/", "format": "cloudevents",
+		"secrets": []string{webhookSecret(t)}, "repositories": []string{repo}, "numberedOnly": true,
+	}), map[string]string{"Content-Type": "application/json"})
+	expectStatus(t, resp, body, http.StatusOK)
+
+	// Versions 1 and 2 of a program, as images in the engine. Each is removed
+	// from the engine once pushed, so that Swarm has to pull it from Berth.
 	t.Cleanup(func() { removeImages(docker, s.ref(repo, "")) })
 	src := t.TempDir()
 	writeFile(t, filepath.Join(src, "go.mod"), []byte("module version\n\ngo 1.22\n"))
 	writeFile(t, filepath.Join(src, "main.go"), []byte(versionSource))
-	digests := map[string]string{}
 	for _, v := range []string{"1", "2"} {
 		ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
 		err := goTool(ctx, src, nil, "build", "-trimpath", "-ldflags", "-X main.version="+v, "-o", "app", ".")
@@ -73,8 +101,12 @@ func TestRolloutSwarm(t *testing.T) {
 		}
 		rootfs := filepath.Join(t.TempDir(), "rootfs.tar")
 		writeFile(t, rootfs, tarFiles(t, map[string][]byte{"app": readFile(t, filepath.Join(src, "app"))}))
+		docker.run(t, "import", "--change", `ENTRYPOINT ["/app"]`, rootfs, s.ref(repo, ":"+v))
+	}
+	digests := map[string]string{}
+	push := func(v string) {
+		t.Helper()
 		ref := s.ref(repo, ":"+v)
-		docker.run(t, "import", "--change", `ENTRYPOINT ["/app"]`, rootfs, ref)
 		out := docker.run(t, "push", ref)
 		m := regexp.MustCompile(`digest: (sha256:[0-9a-f]{64})`).FindSubmatch(out)
 		if m == nil {
@@ -82,13 +114,27 @@ func TestRolloutSwarm(t *testing.T) {
 		}
 		digests[v] = string(m[1])
 		docker.run(t, "rmi", ref)
+		if _, _, err := docker.exec("image", "inspect", s.ref(repo, "@"+digests[v])); err == nil {
+			t.Fatalf("the engine still has %s after docker rmi %s", s.ref(repo, "@"+digests[v]), ref)
+		}
 	}
-	// The registry's own promote rollback: tag 3 is version 1's manifest.
-	var rb struct{ Tag, Digest string }
-	runJSON(t, cli, &rb, "rollback", repo, "--to", "1")
-	if rb.Tag != "3" || rb.Digest != digests["1"] {
-		t.Fatalf("berth rollback --to 1: %+v, want tag 3 at %s", rb, digests["1"])
+	delivered := func(action, tag string) func(webhookDelivery) bool {
+		return func(d webhookDelivery) bool {
+			return d.Event.Action == action && d.Event.Tag == tag && d.State == "delivered"
+		}
 	}
+
+	// Version 1 is pushed before anything follows the repository: the
+	// receiver acts on it, updating nothing, and records it as applied.
+	start := time.Now()
+	push("1")
+	d := waitDelivery(t, s, hook, "push of 1 delivered", delivered("push", "1"))
+	image1 := s.ref(repo, ":1@"+digests["1"])
+	if ans := receiverAnswer(t, s, hook, d.ID); ans.Duplicate || len(ans.Events) != 1 ||
+		ans.Events[0].Ignored != "" || ans.Events[0].Image != image1 || len(ans.Events[0].Updated) != 0 {
+		t.Fatalf("push of 1: the receiver answered %+v, want %s acted on, with no service to update", ans, image1)
+	}
+	t.Logf("push of 1 delivered after %s", time.Since(start).Round(time.Millisecond))
 
 	svc := "berth-e2e-" + strings.TrimPrefix(sanitize(repo), "e2e-")
 	t.Cleanup(func() {
@@ -101,78 +147,247 @@ func TestRolloutSwarm(t *testing.T) {
 		}
 		removeImages(docker, s.ref(repo, ""))
 	})
-	start := time.Now()
+	start = time.Now()
 	docker.run(t, "service", "create", "--detach", "--name", svc, "--label", "berth.follow="+repo,
 		"--stop-grace-period", "2s", s.ref(repo, ":1"))
-	image1 := s.ref(repo, ":1@"+digests["1"])
 	waitTask(t, docker, svc, image1, "version 1")
 	t.Logf("service %s running %s after %s", svc, image1, time.Since(start).Round(time.Millisecond))
 
-	secret := "whsec_" + base64.StdEncoding.EncodeToString(randBytes(t, 32))
-	state := filepath.Join(t.TempDir(), "rollout-state.json")
-	rcv := startRollout(t, secret, state)
-	post := func(id, action, tag, digest, signWith string, ts time.Time) (int, rolloutAnswer) {
-		t.Helper()
-		body := berthCloudEvent(s, id, action, repo, tag, digest)
-		status, ans := rcv.post(t, id, body, signWith, ts)
-		t.Logf("delivery %s (%s %s:%s): %d %+v", id, action, repo, tag, status, ans)
-		return status, ans
-	}
-	expectUpdated := func(what string, status int, ans rolloutAnswer, image string) {
-		t.Helper()
-		if status != http.StatusOK || len(ans.Events) != 1 || len(ans.Events[0].Updated) != 1 {
-			t.Fatalf("%s: %d %+v, want 200 updating one service", what, status, ans)
-		}
-		if u := ans.Events[0].Updated[0]; u.Kind != "swarm-service" || u.Name != svc || u.Image != image {
-			t.Fatalf("%s updated %+v, want service %s to %s", what, u, svc, image)
-		}
-	}
-	id := func(n string) string { return "evt-" + strings.TrimPrefix(sanitize(repo), "e2e-") + "-" + n }
-
-	// Version 2 is pushed: the service moves to it.
+	// Version 2 is pushed while the receiver is down, so that the engine's
+	// copy is gone before the service moves to it (Swarm runs an image it has
+	// by digest without pulling). The dispatcher retries; the receiver,
+	// restarted with its state, moves the service.
+	rcv.stop(t)
 	start = time.Now()
+	push("2")
+	d = waitDelivery(t, s, hook, "push of 2 attempted", func(d webhookDelivery) bool {
+		return d.Event.Action == "push" && d.Event.Tag == "2" && d.Attempts > 0
+	})
+	if d.State != "pending" || d.LastStatus != 0 {
+		t.Fatalf("push of 2 with the receiver down: %+v, want pending after a failed attempt", d)
+	}
+	rcv.start(t)
 	image2 := s.ref(repo, ":2@"+digests["2"])
-	status, ans := post(id("2"), "push", "2", digests["2"], secret, time.Now())
-	expectUpdated("push of 2", status, ans, image2)
 	waitTask(t, docker, svc, image2, "version 2")
-	t.Logf("push of 2 running after %s", time.Since(start).Round(time.Millisecond))
+	t.Logf("push of 2 running after %s (the receiver down at first)", time.Since(start).Round(time.Millisecond))
+	push2 := waitDelivery(t, s, hook, "push of 2 delivered", delivered("push", "2"))
+	expectMoved(t, "push of 2", receiverAnswer(t, s, hook, push2.ID), svc, image2)
 
-	// Version 1 promoted as 3: the service goes back to version 1's image.
+	// Version 1 promoted as 3 by the admin API: the service goes back to
+	// version 1's manifest.
 	start = time.Now()
+	var rb struct{ Tag, Digest string }
+	runJSON(t, cli, &rb, "rollback", repo, "--to", "1")
+	if rb.Tag != "3" || rb.Digest != digests["1"] {
+		t.Fatalf("berth rollback --to 1: %+v, want tag 3 at %s", rb, digests["1"])
+	}
 	image3 := s.ref(repo, ":3@"+digests["1"])
-	status, ans = post(id("3"), "rollback", "3", digests["1"], secret, time.Now())
-	expectUpdated("rollback as 3", status, ans, image3)
 	waitTask(t, docker, svc, image3, "version 1")
 	t.Logf("rollback as 3 running after %s", time.Since(start).Round(time.Millisecond))
+	d = waitDelivery(t, s, hook, "rollback as 3 delivered", delivered("rollback", "3"))
+	expectMoved(t, "rollback as 3", receiverAnswer(t, s, hook, d.ID), svc, image3)
 	before := serviceState(t, docker, svc)
 
-	// An older version, even one claiming to be the newest, is not a downgrade the receiver makes.
-	status, ans = post(id("1"), "push", "1", digests["1"], secret, time.Now())
-	if status != http.StatusOK || len(ans.Events) != 1 || !strings.Contains(ans.Events[0].Ignored, "not newer than 3") {
-		t.Fatalf("older version: %d %+v, want 200 ignored as not newer than 3", status, ans)
+	// An older version pushed now (version 2's manifest as tag 0) is not the
+	// newest: Berth says so, and the receiver leaves the service alone.
+	manifest, _, mediaType := getManifest(t, s, repo, digests["2"])
+	pushManifest(t, s, repo, "0", mediaType, manifest)
+	d = waitDelivery(t, s, hook, "push of 0 delivered", delivered("push", "0"))
+	if !d.Event.Numbered || d.Event.Newest {
+		t.Fatalf("push of 0: event %+v, want numbered and not newest", d.Event)
+	}
+	if ans := receiverAnswer(t, s, hook, d.ID); len(ans.Events) != 1 ||
+		!strings.Contains(ans.Events[0].Ignored, "not the repository's newest version") {
+		t.Fatalf("push of 0: the receiver answered %+v, want it ignored as not the newest", ans)
 	}
 	expectServiceState(t, docker, svc, before, "after an older version")
 
-	// A replay of a delivery handled before, after a restart of the receiver:
-	// the state file remembers it.
-	rcv.restart(t)
-	status, ans = post(id("2"), "push", "2", digests["2"], secret, time.Now())
-	if status != http.StatusOK || !ans.Duplicate || len(ans.Events) != 0 {
-		t.Fatalf("replay: %d %+v, want 200 as a duplicate", status, ans)
+	// The push of 2 delivered again, by the admin API: the receiver, which
+	// has restarted since it acted on it, knows the event and does nothing.
+	resp, body = httpDo(t, http.MethodPost, fmt.Sprintf("%s/admin/v1/webhooks/%s/deliveries/%d/redeliver", s.URL, hook, push2.ID), nil, nil)
+	expectStatus(t, resp, body, http.StatusOK)
+	d = waitDelivery(t, s, hook, "push of 2 delivered again", func(d webhookDelivery) bool {
+		return d.ID == push2.ID && d.State == "delivered" && d.Attempts == push2.Attempts+1
+	})
+	if ans := receiverAnswer(t, s, hook, d.ID); !ans.Duplicate || len(ans.Events) != 0 {
+		t.Fatalf("redelivered push of 2: the receiver answered %+v, want a duplicate", ans)
 	}
-	expectServiceState(t, docker, svc, before, "after a replay")
+	expectServiceState(t, docker, svc, before, "after a redelivery")
 
-	// A newer version, but signed with another secret, or too long ago.
-	status, ans = post(id("4"), "push", "4", digests["2"], "whsec_"+base64.StdEncoding.EncodeToString(randBytes(t, 32)), time.Now())
-	if status != http.StatusUnauthorized || !strings.Contains(ans.Error, "no v1 signature") {
-		t.Fatalf("bad signature: %d %+v, want 401", status, ans)
+	// Every event went to the receiver once, was delivered, and is in the
+	// receiver's state; what it applied last is the rollback: nothing it
+	// should have acted on was ignored.
+	events := map[string]string{} // action and tag → event id
+	for _, d := range webhookDeliveries(t, s, hook) {
+		if d.State != "delivered" {
+			t.Errorf("delivery %d (%s %s) is %s, want delivered", d.ID, d.Event.Action, d.Event.Tag, d.State)
+		}
+		events[d.Event.Action+" "+d.Event.Tag] = d.Event.ID
 	}
-	status, ans = post(id("4"), "push", "4", digests["2"], secret, time.Now().Add(-10*time.Minute))
-	if status != http.StatusUnauthorized || !strings.Contains(ans.Error, "old") {
-		t.Fatalf("stale delivery: %d %+v, want 401", status, ans)
+	if want := []string{"push 0", "push 1", "push 2", "rollback 3"}; !slices.Equal(slices.Sorted(maps.Keys(events)), want) {
+		t.Fatalf("deliveries of %s: %v, want one of each of %v", hook, events, want)
 	}
+	var state struct {
+		Seen    map[string]time.Time
+		Applied map[string]struct{ Tag, Digest string }
+	}
+	if err := json.Unmarshal(readFile(t, statePath), &state); err != nil {
+		t.Fatalf("the receiver's state: %v", err)
+	}
+	for what, id := range events {
+		if _, ok := state.Seen[id]; !ok {
+			t.Errorf("the receiver's state has not seen %s (%s)", what, id)
+		}
+	}
+	if a := state.Applied[repo]; a.Tag != "3" || a.Digest != digests["1"] {
+		t.Errorf("the receiver's state applied %+v to %s, want tag 3 at %s", a, repo, digests["1"])
+	}
+
+	// The same events signed with the other secret: the receiver refused
+	// them, so none is delivered, and the dispatcher keeps retrying the
+	// first (the others wait behind it, in order).
+	var refused webhookDelivery
+	deadline := time.Now().Add(rolloutTimeout)
+	for refused.ID == 0 {
+		wrong := webhookDeliveries(t, s, wrongHook)
+		if len(wrong) != len(events) {
+			t.Fatalf("webhook %s has %d deliveries, want one for each of the %d events", wrongHook, len(wrong), len(events))
+		}
+		for _, d := range wrong {
+			if d.State == "delivered" || d.Event.ID != events[d.Event.Action+" "+d.Event.Tag] {
+				t.Fatalf("webhook %s: delivery %+v, want the events of %s, none delivered", wrongHook, d, hook)
+			}
+			if d.Attempts > 0 {
+				if full := webhookDeliveryLog(t, s, wrongHook, d.ID); slices.ContainsFunc(full.Log, func(a deliveryAttempt) bool {
+					return a.Status == http.StatusUnauthorized && strings.Contains(a.Response, "no v1 signature")
+				}) {
+					refused = full
+				}
+			}
+		}
+		if refused.ID == 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("webhook %s: no delivery refused with 401 within %s", wrongHook, rolloutTimeout)
+			}
+			time.Sleep(200 * time.Millisecond) // poll interval, not a wait for a condition
+		}
+	}
+	t.Logf("webhook %s: delivery %d (%s %s) refused: %d attempts, %s", wrongHook, refused.ID, refused.Event.Action,
+		refused.Event.Tag, len(refused.Log), strings.TrimSpace(refused.Log[0].Response))
 	expectServiceState(t, docker, svc, before, "after refused deliveries")
 	rcv.stop(t)
+}
+
+// webhookSecret is a new Standard Webhooks signing secret.
+func webhookSecret(t *testing.T) string {
+	return "whsec_" + base64.StdEncoding.EncodeToString(randBytes(t, 32))
+}
+
+// webhookDelivery is a delivery of the admin API, as far as the test reads it.
+type webhookDelivery struct {
+	ID    int64 `json:"id"`
+	Event struct {
+		ID       string `json:"id"`
+		Action   string `json:"action"`
+		Tag      string `json:"tag"`
+		Digest   string `json:"digest"`
+		Numbered bool   `json:"numbered"`
+		Newest   bool   `json:"newest"`
+	} `json:"event"`
+	State      string            `json:"state"`
+	Attempts   int64             `json:"attempts"`
+	LastStatus int64             `json:"lastStatus"`
+	Log        []deliveryAttempt `json:"log"`
+}
+
+type deliveryAttempt struct {
+	Attempt  int64  `json:"attempt"`
+	Status   int64  `json:"status"`
+	Response string `json:"response"`
+}
+
+// webhookDeliveries lists a webhook's deliveries, newest first.
+func webhookDeliveries(t *testing.T, s *server, hook string) []webhookDelivery {
+	t.Helper()
+	resp, body := httpDo(t, http.MethodGet, s.URL+"/admin/v1/webhooks/"+hook+"/deliveries?limit=100", nil, nil)
+	expectStatus(t, resp, body, http.StatusOK)
+	var page struct {
+		Deliveries []webhookDelivery `json:"deliveries"`
+		Next       string            `json:"next"`
+	}
+	if err := json.Unmarshal(body, &page); err != nil {
+		t.Fatalf("deliveries of %s: %v\n%s", hook, err, truncate(body))
+	}
+	if page.Next != "" {
+		t.Fatalf("deliveries of %s: more than one page", hook)
+	}
+	return page.Deliveries
+}
+
+// webhookDeliveryLog is one delivery with the log of its attempts.
+func webhookDeliveryLog(t *testing.T, s *server, hook string, id int64) webhookDelivery {
+	t.Helper()
+	resp, body := httpDo(t, http.MethodGet, fmt.Sprintf("%s/admin/v1/webhooks/%s/deliveries/%d", s.URL, hook, id), nil, nil)
+	expectStatus(t, resp, body, http.StatusOK)
+	var d webhookDelivery
+	if err := json.Unmarshal(body, &d); err != nil {
+		t.Fatalf("delivery %d of %s: %v\n%s", id, hook, err, truncate(body))
+	}
+	return d
+}
+
+// waitDelivery waits until a delivery of the webhook is as ok wants it.
+func waitDelivery(t *testing.T, s *server, hook, what string, ok func(webhookDelivery) bool) webhookDelivery {
+	t.Helper()
+	deadline := time.Now().Add(rolloutTimeout)
+	for {
+		ds := webhookDeliveries(t, s, hook)
+		for _, d := range ds {
+			if ok(d) {
+				return d
+			}
+		}
+		if time.Now().After(deadline) {
+			var lines []string
+			for _, d := range ds {
+				lines = append(lines, fmt.Sprintf("%d %s %s: %s after %d attempts (last status %d)",
+					d.ID, d.Event.Action, d.Event.Tag, d.State, d.Attempts, d.LastStatus))
+			}
+			t.Fatalf("webhook %s: no %s within %s; deliveries:\n%s", hook, what, rolloutTimeout, strings.Join(lines, "\n"))
+		}
+		time.Sleep(100 * time.Millisecond) // poll interval, not a wait for a condition
+	}
+}
+
+// receiverAnswer is the receiver's answer to a delivery's last attempt, as
+// Berth recorded it; the attempt must have been answered 200.
+func receiverAnswer(t *testing.T, s *server, hook string, id int64) rolloutAnswer {
+	t.Helper()
+	d := webhookDeliveryLog(t, s, hook, id)
+	if len(d.Log) == 0 {
+		t.Fatalf("delivery %d of %s has no attempt", id, hook)
+	}
+	last := d.Log[len(d.Log)-1]
+	if last.Status != http.StatusOK {
+		t.Fatalf("delivery %d of %s (%s %s): attempt %d answered %d: %s", id, hook, d.Event.Action, d.Event.Tag, last.Attempt, last.Status, last.Response)
+	}
+	var ans rolloutAnswer
+	if err := json.Unmarshal([]byte(last.Response), &ans); err != nil {
+		t.Fatalf("delivery %d of %s: the receiver's answer: %v\n%s", id, hook, err, last.Response)
+	}
+	t.Logf("delivery %d (%s %s), attempt %d of %d: %+v", id, d.Event.Action, d.Event.Tag, last.Attempt, len(d.Log), ans)
+	return ans
+}
+
+// expectMoved checks that the receiver moved the service, and only it, to image.
+func expectMoved(t *testing.T, what string, ans rolloutAnswer, svc, image string) {
+	t.Helper()
+	if ans.Duplicate || len(ans.Events) != 1 || ans.Events[0].Ignored != "" || len(ans.Events[0].Updated) != 1 {
+		t.Fatalf("%s: the receiver answered %+v, want one service updated", what, ans)
+	}
+	if u := ans.Events[0].Updated[0]; u.Kind != "swarm-service" || u.Name != svc || u.Image != image {
+		t.Fatalf("%s updated %+v, want service %s to %s", what, u, svc, image)
+	}
 }
 
 // swarmManager makes the engine a swarm manager for the test: it reuses a
@@ -252,24 +467,6 @@ func removeImages(docker tool, repo string) {
 			_, _, _ = docker.exec("rmi", "-f", id)
 		}
 	}
-}
-
-// berthCloudEvent is a delivery in the cloudevents format of the webhooks
-// spec, as Berth's dispatcher will send it.
-func berthCloudEvent(s *server, id, action, repo, tag, digest string) []byte {
-	types := map[string]string{"push": "dev.berth.image.pushed", "rollback": "dev.berth.tag.rolledback"}
-	b, err := json.Marshal(map[string]any{
-		"specversion": "1.0", "id": id, "source": s.URL, "type": types[action], "subject": repo + ":" + tag,
-		"time": time.Now().UTC().Format(time.RFC3339Nano), "datacontenttype": "application/json",
-		"data": map[string]any{
-			"registry": s.Host, "repository": repo, "tag": tag, "digest": digest,
-			"mediaType": mtDockerManifest, "size": 0, "action": action, "numbered": true, "newest": true, "actor": "e2e",
-		},
-	})
-	if err != nil {
-		panic(err)
-	}
-	return b
 }
 
 // rolloutAnswer is the receiver's JSON answer, as far as the test reads it.
@@ -373,31 +570,4 @@ func (p *rolloutProc) stop(t *testing.T) {
 	case <-time.After(stopTimeout):
 		t.Fatalf("berth rollout did not exit within %s of SIGTERM", stopTimeout)
 	}
-}
-
-func (p *rolloutProc) restart(t *testing.T) {
-	t.Helper()
-	p.stop(t)
-	p.start(t)
-}
-
-// post sends a delivery signed as Berth's dispatcher signs it.
-func (p *rolloutProc) post(t *testing.T, id string, body []byte, secret string, ts time.Time) (int, rolloutAnswer) {
-	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, p.url+"/", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/cloudevents+json")
-	notify.Sign(req.Header, id, ts, body, []string{secret})
-	resp, err := httpClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var ans rolloutAnswer
-	if err := json.NewDecoder(resp.Body).Decode(&ans); err != nil {
-		t.Fatalf("answer to %s: %v", id, err)
-	}
-	return resp.StatusCode, ans
 }
