@@ -20,6 +20,7 @@ import (
 
 	"github.com/berthhq/berth/internal/testserver"
 	"github.com/berthhq/berth/metadata"
+	"github.com/berthhq/berth/notify"
 	"github.com/berthhq/berth/oci"
 	"github.com/berthhq/berth/storage"
 	"github.com/berthhq/berth/storage/disk"
@@ -46,21 +47,44 @@ type testServer struct {
 	store   *storage.Store
 }
 
-// serverOption changes the options newServer opens the database and the
-// registry with.
-type serverOption func(*metadata.Options, *Options)
+// serverSetup is what newServer opens the database and the registry with.
+type serverSetup struct {
+	meta metadata.Options
+	reg  Options
+	// opened run on the open database before the registry is made.
+	opened []func(t testing.TB, db *metadata.DB, o *Options)
+}
+
+// serverOption changes the setup of newServer.
+type serverOption func(*serverSetup)
 
 // withClock makes now the database's clock: the time of the rows it writes.
 func withClock(now func() time.Time) serverOption {
-	return func(m *metadata.Options, _ *Options) { m.Now = now }
+	return func(s *serverSetup) { s.meta.Now = now }
 }
 
 // withPostgres keeps metadata in the PostgreSQL database at url ("" keeps SQLite).
 func withPostgres(url string) serverOption {
-	return func(m *metadata.Options, _ *Options) {
+	return func(s *serverSetup) {
 		if url != "" {
-			*m = metadata.Options{PostgresURL: url, Now: m.Now}
+			s.meta = metadata.Options{PostgresURL: url, Now: s.meta.Now}
 		}
+	}
+}
+
+// withWebhooks routes events to the webhooks, and runs a dispatcher with
+// the options o (its DB is the server's) until the test ends.
+func withWebhooks(o notify.Options) serverOption {
+	return func(s *serverSetup) {
+		s.meta.Route = notify.Router()
+		s.opened = append(s.opened, func(t testing.TB, db *metadata.DB, ro *Options) {
+			o.DB, o.Logger = db, ro.Logger
+			ro.Dispatcher = notify.New(o)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { defer close(done); ro.Dispatcher.Run(ctx) }()
+			t.Cleanup(func() { cancel(); <-done })
+		})
 	}
 }
 
@@ -71,22 +95,25 @@ func newServer(t testing.TB, opts ...serverOption) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mo := metadata.Options{SQLitePath: filepath.Join(dir, "berth.db")}
 	store := storage.NewStore(d)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
-	o := Options{Store: store, Logger: log}
+	setup := serverSetup{meta: metadata.Options{SQLitePath: filepath.Join(dir, "berth.db")}, reg: Options{Store: store, Logger: log}}
 	for _, opt := range opts {
-		opt(&mo, &o)
+		opt(&setup)
 	}
+	mo, o := setup.meta, setup.reg
 	db, err := metadata.Open(context.Background(), mo)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
 	o.DB = db
+	for _, f := range setup.opened {
+		f(t, db, &o)
+	}
 	h := New(o)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)

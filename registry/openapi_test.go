@@ -5,12 +5,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/berthhq/berth/notify"
+	"github.com/berthhq/berth/oci"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -35,6 +39,16 @@ var contractRoutes = []string{
 	"POST /repositories/{name}/retention",
 	"GET /openapi.yaml",
 	"HEAD /openapi.yaml",
+	"GET /webhooks",
+	"POST /webhooks",
+	"GET /webhooks/{webhook}",
+	"PUT /webhooks/{webhook}",
+	"DELETE /webhooks/{webhook}",
+	"POST /webhooks/{webhook}/enable",
+	"GET /webhooks/{webhook}/deliveries",
+	"GET /webhooks/{webhook}/deliveries/{id}",
+	"POST /webhooks/{webhook}/deliveries/{id}/redeliver",
+	"POST /webhooks/{webhook}/ping",
 }
 
 // contractStatus is each error code's status in the contract.
@@ -45,12 +59,16 @@ var contractStatus = map[string]int{
 	"POLICY_INVALID":            400,
 	"REQUEST_INVALID":           400,
 	"PAGINATION_NUMBER_INVALID": 400,
+	"WEBHOOK_INVALID":           400,
 	"DENIED":                    403,
 	"NAME_UNKNOWN":              404,
 	"TAG_UNKNOWN":               404,
 	"MANIFEST_UNKNOWN":          404,
 	"POLICY_UNKNOWN":            404,
+	"WEBHOOK_UNKNOWN":           404,
+	"DELIVERY_UNKNOWN":          404,
 	"TAG_CONFLICT":              409,
+	"WEBHOOK_CONFLICT":          409,
 }
 
 var openAPIMethods = []string{"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -173,12 +191,13 @@ func TestOpenAPIDocument(t *testing.T) {
 		}
 	})
 
-	for _, s := range []string{"Repo", "Tag", "Event", "Version", "Policy", "Retention", "Rule", "Error"} {
+	for _, s := range []string{"Repo", "Tag", "Event", "Version", "Policy", "Retention", "Rule", "Error",
+		"Endpoint", "Webhook", "WebhookEvent", "Delivery", "Attempt", "PingResult"} {
 		if yamlDig(doc, "components", "schemas", s) == nil {
 			t.Errorf("no schema %s", s)
 		}
 	}
-	for _, p := range []string{"limit", "repositoryCursor", "tagCursor", "historyCursor", "versionCursor"} {
+	for _, p := range []string{"limit", "repositoryCursor", "tagCursor", "historyCursor", "versionCursor", "webhook", "deliveryId", "deliveryCursor"} {
 		if yamlDig(doc, "components", "parameters", p) == nil {
 			t.Errorf("no parameter %s", p)
 		}
@@ -271,7 +290,7 @@ func TestOpenAPIRoutes(t *testing.T) {
 	base := yamlDeref(doc, doc["servers"].([]any)[0])["url"].(string)
 	s := newServer(t)
 	s.pushImage("team/app", "latest", []byte("layer"))
-	fill := strings.NewReplacer("{name}", "team/app", "{tag}", "latest")
+	fill := strings.NewReplacer("{name}", "team/app", "{tag}", "latest", "{webhook}", "hook", "{id}", "1")
 	for _, o := range ops {
 		t.Run(o.String(), func(t *testing.T) {
 			var body []byte
@@ -310,19 +329,37 @@ func TestOpenAPIServed(t *testing.T) {
 
 // TestOpenAPIResponses checks what GET operations answer against their 200
 // schema: every property it requires is there and every property there is
-// declared, at the top level and in the objects of its arrays.
+// declared, in the objects it holds and in the objects of its arrays too.
 func TestOpenAPIResponses(t *testing.T) {
 	doc, ops := openAPIDoc(t)
 	base := yamlDeref(doc, doc["servers"].([]any)[0])["url"].(string)
-	s := newServer(t)
+	// One pause after the first failure, and no retry while the test runs.
+	s := newServer(t, withWebhooks(notify.Options{PauseAfter: 1, Schedule: []time.Duration{time.Hour}}))
+	// Three webhooks, created before the pushes they are told of: one that
+	// sets every field of an endpoint and is answered, one disabled by a
+	// 410, one paused by a 500.
+	receiver := func(status int) string {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(status) }))
+		t.Cleanup(srv.Close)
+		return srv.URL
+	}
+	hook := fmt.Sprintf(`{"name":"hook","url":%q,"format":"distribution","distributionMediaType":%q,"secrets":["whsec_c2VjcmV0"],
+		"headers":{"X-Team":"ops"},"repositories":["team/*"],"actions":["push"],"numberedOnly":true,"tagPattern":"^[0-9]+$",
+		"mediaTypes":[%q]}`, receiver(http.StatusNoContent), notify.DistributionMediaTypeV1, oci.MediaTypeImageManifest)
+	gone := fmt.Sprintf(`{"name":"gone","url":%q,"format":"cloudevents","secrets":["s"]}`, receiver(http.StatusGone))
+	flaky := fmt.Sprintf(`{"name":"flaky","url":%q,"format":"harbor","secrets":["s"]}`, receiver(http.StatusInternalServerError))
+	for _, body := range []string{hook, gone, flaky} {
+		s.do("POST", base+"/webhooks", []byte(body)).expect(t, http.StatusOK, "")
+	}
 	s.pushImage("team/app", "1", []byte("a"))
 	s.pushImage("team/app", "2", []byte("b"))
 	s.pushImage("team/app", "latest", []byte("b"))
 	// Every list below has an item: a rule, a tag retention would delete,
-	// a history row that ended.
+	// a history row that ended, a delivery.
 	s.do("PUT", base+"/repositories/team/app/policy", []byte(`{"retention":{"keepNewest":1}}`)).expect(t, http.StatusOK, "")
 	s.do("DELETE", base+"/repositories/team/app/tags/latest", nil).expect(t, http.StatusOK, "")
-	fill := strings.NewReplacer("{name}", "team/app", "{tag}", "latest")
+	delivery := waitWebhooks(t, s, base)
+	fill := strings.NewReplacer("{name}", "team/app", "{tag}", "latest", "{webhook}", "hook", "{id}", delivery)
 	for _, o := range ops {
 		schema := yamlDeref(doc, yamlDig(o.op, "responses", "200", "content", "application/json", "schema"))
 		if o.method != "GET" || schema == nil {
@@ -335,14 +372,51 @@ func TestOpenAPIResponses(t *testing.T) {
 			if err := json.Unmarshal(r.body, &body); err != nil {
 				t.Fatalf("%v: %s", err, r.body)
 			}
-			checkProperties(t, doc, schema, body, "$", true)
+			checkProperties(t, doc, schema, body, "$")
 		})
 	}
 }
 
+// waitWebhooks waits until the webhooks of TestOpenAPIResponses have done
+// what they are for: hook's two deliveries delivered, gone disabled, flaky
+// paused. It returns the id of hook's first delivery.
+func waitWebhooks(t *testing.T, s *testServer, base string) string {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		var hooks struct {
+			Webhooks []struct {
+				Name        string
+				DisabledAt  *time.Time
+				PausedUntil *time.Time
+			}
+		}
+		var ds struct {
+			Deliveries []struct {
+				ID    int64
+				State string
+			}
+		}
+		json.Unmarshal(s.do("GET", base+"/webhooks", nil).body, &hooks)
+		json.Unmarshal(s.do("GET", base+"/webhooks/hook/deliveries", nil).body, &ds)
+		done := map[string]bool{}
+		for _, h := range hooks.Webhooks {
+			done[h.Name] = (h.Name == "gone" && h.DisabledAt != nil) || (h.Name == "flaky" && h.PausedUntil != nil)
+		}
+		if len(ds.Deliveries) == 2 && ds.Deliveries[0].State == "delivered" && ds.Deliveries[1].State == "delivered" &&
+			done["gone"] && done["flaky"] {
+			return strconv.FormatInt(ds.Deliveries[1].ID, 10)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the webhooks did not settle in 20 s: %+v, hook's deliveries %+v", hooks, ds)
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval, not a wait for a condition
+	}
+}
+
 // checkProperties compares the properties of v with those schema declares
-// and requires, and with deep, those of each object in v's arrays.
-func checkProperties(t *testing.T, doc, schema, v map[string]any, at string, deep bool) {
+// and requires, and those of the objects v holds, directly or in arrays,
+// with their schemas.
+func checkProperties(t *testing.T, doc, schema, v map[string]any, at string) {
 	t.Helper()
 	required, _ := schema["required"].([]any)
 	for _, k := range required {
@@ -357,14 +431,21 @@ func checkProperties(t *testing.T, doc, schema, v map[string]any, at string, dee
 			t.Errorf("%s: property %s is not in the schema", at, k)
 			continue
 		}
-		items := yamlDeref(doc, yamlDig(yamlDeref(doc, prop), "items"))
-		list, _ := pv.([]any)
-		if !deep || items["type"] != "object" {
-			continue
-		}
-		for i, e := range list {
-			m, _ := e.(map[string]any)
-			checkProperties(t, doc, items, m, fmt.Sprintf("%s.%s[%d]", at, k, i), false)
+		ps := yamlDeref(doc, prop)
+		switch pv := pv.(type) {
+		case map[string]any:
+			if ps["properties"] != nil {
+				checkProperties(t, doc, ps, pv, at+"."+k)
+			}
+		case []any:
+			items := yamlDeref(doc, ps["items"])
+			if items["type"] != "object" {
+				continue
+			}
+			for i, e := range pv {
+				m, _ := e.(map[string]any)
+				checkProperties(t, doc, items, m, fmt.Sprintf("%s.%s[%d]", at, k, i))
+			}
 		}
 	}
 }

@@ -3,11 +3,19 @@ package test
 import (
 	"encoding/json"
 	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os/exec"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/berthhq/berth/notify"
 )
 
 // berthCLI is the built berth binary as an admin client of s, with no
@@ -321,4 +329,163 @@ func TestCLIAdmin(t *testing.T) {
 	if ours(pol) {
 		t.Fatalf("berth policy get after berth policy delete: %+v", pol)
 	}
+}
+
+// receiver is a webhook receiver on 127.0.0.1 that verifies each delivery's
+// signature and keeps the verified ones.
+type receiver struct {
+	URL string
+
+	secret string
+	mu     sync.Mutex
+	got    []receivedDelivery
+}
+
+type receivedDelivery struct {
+	ID   string // webhook-id
+	Body []byte
+}
+
+func newReceiver(t *testing.T, secret string) *receiver {
+	rc := &receiver{secret: secret}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if err := notify.Verify(r.Header, body, []string{rc.secret}, time.Now(), time.Minute); err != nil {
+			t.Errorf("receiver: %v", err)
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+			return
+		}
+		rc.mu.Lock()
+		rc.got = append(rc.got, receivedDelivery{r.Header.Get(notify.HeaderID), body})
+		rc.mu.Unlock()
+		io.WriteString(w, "thanks")
+	}))
+	t.Cleanup(srv.Close)
+	rc.URL = srv.URL + "/hook"
+	return rc
+}
+
+// delivery returns the delivery of the event id, if it came.
+func (rc *receiver) delivery(id string) (receivedDelivery, bool) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	i := slices.IndexFunc(rc.got, func(d receivedDelivery) bool { return d.ID == id })
+	if i < 0 {
+		return receivedDelivery{}, false
+	}
+	return rc.got[i], true
+}
+
+// cliDeliveries is what `berth webhooks deliveries --json` prints.
+type cliDeliveries struct {
+	Webhook    string `json:"webhook"`
+	Deliveries []struct {
+		ID    int64 `json:"id"`
+		Event struct {
+			ID         string `json:"id"`
+			Action     string `json:"action"`
+			Repository string `json:"repository"`
+			Tag        string `json:"tag"`
+			Digest     string `json:"digest"`
+			Numbered   bool   `json:"numbered"`
+		} `json:"event"`
+		State      string `json:"state"`
+		Attempts   int    `json:"attempts"`
+		LastStatus int    `json:"lastStatus"`
+	} `json:"deliveries"`
+}
+
+// TestCLIWebhooks adds a webhook with the CLI, pushes, and follows the
+// delivery to a receiver of the test's own; then pings and deletes it.
+func TestCLIWebhooks(t *testing.T) {
+	t.Parallel()
+	s := sharedServer(t)
+	cli := berthCLI(t, s)
+	const secret = "whsec_YmVydGgtZTJlLXdlYmhvb2stc2VjcmV0"
+	cli.env = append(slices.Clone(cli.env), "BERTH_WEBHOOK_SECRET="+secret)
+	rc := newReceiver(t, secret)
+	repo := uniqueRepo(t, "cli-webhooks")
+	name := strings.ReplaceAll(repo, "/", "-")
+
+	var h struct {
+		Name         string   `json:"name"`
+		URL          string   `json:"url"`
+		Secrets      int      `json:"secrets"`
+		Repositories []string `json:"repositories"`
+		NumberedOnly bool     `json:"numberedOnly"`
+		Source       string   `json:"source"`
+	}
+	// Only this test's repository: the shared server has other tests' pushes.
+	runJSON(t, cli, &h, "webhooks", "add", name, "--target", rc.URL, "--format", "cloudevents", "--repo", repo, "--numbered-only")
+	if h.Name != name || h.URL != rc.URL || h.Secrets != 1 || !slices.Equal(h.Repositories, []string{repo}) || !h.NumberedOnly || h.Source != "api" {
+		t.Fatalf("berth webhooks add: %+v", h)
+	}
+	expectExit(t, cli, 1, "berth: WEBHOOK_CONFLICT: ", "webhooks", "add", name, "--target", rc.URL, "--format", "cloudevents")
+	if out := string(cli.run(t, "webhooks", "list")); !strings.Contains(out, name+"  "+rc.URL) {
+		t.Fatalf("berth webhooks list printed:\n%s", out)
+	}
+
+	// A numbered tag is announced; latest is not, being no version.
+	img := newTestImage(t)
+	img.push(t, s, repo, "1")
+	pushManifest(t, s, repo, "latest", mtOCIManifest, img.Manifest)
+	var ds cliDeliveries
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		runJSON(t, cli, &ds, "webhooks", "deliveries", name)
+		if len(ds.Deliveries) > 0 && ds.Deliveries[0].State != "pending" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no delivery settled in 20 s: %+v", ds)
+		}
+		time.Sleep(50 * time.Millisecond) // poll interval, not a wait for a condition
+	}
+	d := ds.Deliveries[0]
+	if ds.Webhook != name || len(ds.Deliveries) != 1 || d.State != "delivered" || d.Attempts != 1 || d.LastStatus != 200 ||
+		d.Event.Action != "push" || d.Event.Repository != repo || d.Event.Tag != "1" || d.Event.Digest != img.Digest || !d.Event.Numbered {
+		t.Fatalf("berth webhooks deliveries: %+v", ds)
+	}
+	got, ok := rc.delivery(d.Event.ID)
+	if !ok {
+		t.Fatalf("the receiver has no delivery of event %s", d.Event.ID)
+	}
+	var ce struct {
+		Type string `json:"type"`
+		Data struct {
+			Repository, Tag, Digest string
+			Numbered, Newest        bool
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(got.Body, &ce); err != nil || ce.Type != "dev.berth.image.pushed" || ce.Data.Repository != repo ||
+		ce.Data.Tag != "1" || ce.Data.Digest != img.Digest || !ce.Data.Numbered || !ce.Data.Newest {
+		t.Fatalf("the receiver got %s (%v)", got.Body, err)
+	}
+	out := string(cli.run(t, "webhooks", "deliveries", name))
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 2 || !strings.Contains(lines[1], repo+":1") ||
+		!strings.Contains(lines[1], "delivered") {
+		t.Fatalf("berth webhooks deliveries printed:\n%s", out)
+	}
+	id := strconv.FormatInt(d.ID, 10)
+	if out := string(cli.run(t, "webhooks", "delivery", name, id)); !strings.Contains(out, d.Event.ID) || !strings.Contains(out, "thanks") {
+		t.Fatalf("berth webhooks delivery printed:\n%s", out)
+	}
+
+	var ping struct {
+		Event  string `json:"event"`
+		Status int    `json:"status"`
+	}
+	runJSON(t, cli, &ping, "webhooks", "ping", name)
+	if _, ok := rc.delivery(ping.Event); ping.Status != 200 || !ok {
+		t.Fatalf("berth webhooks ping: %+v; received: %v", ping, ok)
+	}
+	if out := string(cli.run(t, "webhooks", "ping", name)); !strings.Contains(out, "200 OK") {
+		t.Fatalf("berth webhooks ping printed:\n%s", out)
+	}
+
+	cli.run(t, "webhooks", "delete", name)
+	expectExit(t, cli, 1, "berth: WEBHOOK_UNKNOWN: ", "webhooks", "show", name)
+	if out := string(cli.run(t, "webhooks", "list")); strings.Contains(out, name) {
+		t.Fatalf("berth webhooks list after the delete printed:\n%s", out)
+	}
+	expectExit(t, cli, 2, "needs --target", "webhooks", "add", name, "--url", rc.URL, "--format", "cloudevents")
 }

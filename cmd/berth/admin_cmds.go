@@ -42,6 +42,16 @@ var adminCommands = []adminCommand{
 	{"policy delete", "REPO|GLOB", "delete a rule", policyDelete},
 	{"policy list", "", "list every rule", policyList},
 	{"retention", "REPO [--dry-run]", "delete the numbered tags no retention rule keeps", retentionCmd},
+	{"webhooks list", "", "list the webhooks and whether they deliver", webhooksList},
+	{"webhooks show", "NAME", "a webhook: its receiver, format, filters and state", webhooksShow},
+	{"webhooks add", "NAME --target URL --format F [FLAGS]", "add a webhook: receiver, format, secret, filters", webhooksAdd},
+	{"webhooks set", "NAME FLAGS|--file F", "change a webhook; the fields not given stay", webhooksSet},
+	{"webhooks delete", "NAME", "delete a webhook and its deliveries", webhooksDelete},
+	{"webhooks enable", "NAME", "enable a disabled or paused webhook again", webhooksEnable},
+	{"webhooks deliveries", "NAME", "a webhook's deliveries, newest first", webhooksDeliveries},
+	{"webhooks delivery", "NAME ID", "a delivery with the log of its attempts", webhooksDelivery},
+	{"webhooks redeliver", "NAME ID", "deliver an event again, whatever became of it", webhooksRedeliver},
+	{"webhooks ping", "NAME", "send a signed test event now and show the answer", webhooksPing},
 }
 
 // findAdmin picks the command the first words of args name, two-word names

@@ -50,7 +50,8 @@ Admin commands, clients of a running registry's admin API:
 Every admin command takes --url (default $BERTH_URL, else http://localhost:5000),
 --user and --password (default $BERTH_USER and $BERTH_PASSWORD, sent as HTTP basic
 authentication) and --json (print the server's JSON); listings follow every page
-unless --limit N. berth COMMAND --help lists a command's flags.
+unless --limit N. berth COMMAND --help lists a command's flags. The webhook commands
+name the receiver with --target, and take --secret from $BERTH_WEBHOOK_SECRET.
 `)
 	return b.String()
 }
