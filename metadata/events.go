@@ -283,6 +283,18 @@ func (tx *Tx) PutWebhook(ctx context.Context, name, body, source string) error {
 	return err
 }
 
+// CreateWebhook creates a webhook; it reports false, and changes nothing,
+// if one has the name already.
+func (tx *Tx) CreateWebhook(ctx context.Context, name, body, source string) (bool, error) {
+	res, err := tx.exec(ctx, `INSERT INTO webhooks (name, body, source, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)
+		ON CONFLICT (name) DO NOTHING`, name, body, source, tx.now)
+	if err != nil {
+		return false, err
+	}
+	n, _ := res.RowsAffected()
+	return n == 1, nil
+}
+
 // DeleteWebhook removes a webhook with its deliveries and their log.
 func (tx *Tx) DeleteWebhook(ctx context.Context, name string) error {
 	if _, err := tx.exec(ctx, `DELETE FROM delivery_attempts WHERE delivery_id IN

@@ -3,9 +3,11 @@ package notify
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"regexp"
 	"slices"
+	"strings"
 
 	"github.com/berthhq/berth/metadata"
 	"github.com/berthhq/berth/oci"
@@ -57,6 +59,24 @@ var actions = []string{
 	metadata.ActionBlobPush, metadata.ActionBlobPull,
 }
 
+// signed are the headers every delivery carries, which static headers
+// may not replace.
+var signed = map[string]bool{"Webhook-Id": true, "Webhook-Timestamp": true, "Webhook-Signature": true,
+	"X-Signature": true, "Idempotency-Key": true, "Content-Type": true}
+
+// validHeaderName: a token (RFC 9110), the characters net/http accepts.
+func validHeaderName(k string) bool {
+	if k == "" {
+		return false
+	}
+	for _, c := range k {
+		if c > 0x7e || c <= ' ' || strings.ContainsRune(`"(),/:;<=>?@[\]{}`, c) {
+			return false
+		}
+	}
+	return true
+}
+
 // blobAction reports whether an action is a blob's: those go only to
 // endpoints that list them, since every pull would make one.
 func blobAction(a string) bool { return a == metadata.ActionBlobPush || a == metadata.ActionBlobPull }
@@ -87,6 +107,14 @@ func (ep Endpoint) Validate() error {
 		}
 	default:
 		return invalid("format %q is not one of %s, %s, %s", ep.Format, FormatDistribution, FormatHarbor, FormatCloudEvents)
+	}
+	for k, v := range ep.Headers {
+		if !validHeaderName(k) || strings.ContainsAny(v, "\r\n\x00") {
+			return invalid("headers: %q: %q is not a valid HTTP header", k, v)
+		}
+		if signed[http.CanonicalHeaderKey(k)] {
+			return invalid("headers: %s is set by Berth on every delivery", k)
+		}
 	}
 	// Every delivery is signed, so that a receiver can tell it is Berth's.
 	if len(ep.Secrets) == 0 {

@@ -169,6 +169,14 @@ func (reg *Registry) putWebhook(w http.ResponseWriter, r *http.Request, rt admin
 		if err != nil {
 			return err
 		}
+		if creating {
+			// Another create of the name may have committed since the read.
+			created, err := tx.CreateWebhook(r.Context(), ep.Name, string(body), "api")
+			if err == nil && !created {
+				err = newError(http.StatusConflict, codeWebhookConflict, "a webhook is already named "+ep.Name)
+			}
+			return err
+		}
 		return tx.PutWebhook(r.Context(), ep.Name, string(body), "api")
 	})
 	if err != nil {
@@ -180,8 +188,9 @@ func (reg *Registry) putWebhook(w http.ResponseWriter, r *http.Request, rt admin
 
 // validWebhookName: names are path segments.
 func validWebhookName(name string) error {
-	if name == "" || len(name) > 128 || strings.Trim(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") != "" {
-		return newError(http.StatusBadRequest, codeWebhookInvalid, "a webhook name is 1 to 128 letters, digits, '-', '_' or '.'")
+	if name == "" || len(name) > 128 || strings.Trim(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") != "" ||
+		strings.Trim(name, ".") == "" {
+		return newError(http.StatusBadRequest, codeWebhookInvalid, "a webhook name is 1 to 128 letters, digits, '-', '_' or '.', not only dots")
 	}
 	return nil
 }
@@ -224,15 +233,15 @@ func (reg *Registry) enableWebhook(w http.ResponseWriter, r *http.Request, rt ad
 
 // deliveryJSON is a delivery on the wire.
 type deliveryJSON struct {
-	ID         int64          `json:"id"`
-	Event      metadata.Event `json:"event"`
-	State      string         `json:"state"`
-	Attempts   int64          `json:"attempts"`
-	LastStatus int64          `json:"lastStatus,omitempty"`
-	Created    time.Time      `json:"createdAt"`
-	NextAt     *time.Time     `json:"nextAttemptAt,omitempty"`
-	Done       *time.Time     `json:"doneAt,omitempty"`
-	Log        []attemptJSON  `json:"log,omitempty"`
+	ID         int64         `json:"id"`
+	Event      eventJSONOut  `json:"event"`
+	State      string        `json:"state"`
+	Attempts   int64         `json:"attempts"`
+	LastStatus int64         `json:"lastStatus,omitempty"`
+	Created    time.Time     `json:"createdAt"`
+	NextAt     *time.Time    `json:"nextAttemptAt,omitempty"`
+	Done       *time.Time    `json:"doneAt,omitempty"`
+	Log        []attemptJSON `json:"log,omitempty"`
 }
 
 type attemptJSON struct {
@@ -243,8 +252,27 @@ type attemptJSON struct {
 	Response string    `json:"response"`
 }
 
+// eventJSONOut is an outbox event on the wire, its time as text.
+type eventJSONOut struct {
+	ID         string     `json:"id"`
+	Time       time.Time  `json:"time"`
+	Action     string     `json:"action"`
+	Repository string     `json:"repository"`
+	Tag        string     `json:"tag,omitempty"`
+	Digest     oci.Digest `json:"digest"`
+	Previous   oci.Digest `json:"previous,omitempty"`
+	MediaType  string     `json:"mediaType"`
+	Size       int64      `json:"size"`
+	Numbered   bool       `json:"numbered,omitempty"`
+	Newest     bool       `json:"newest,omitempty"`
+	Actor      string     `json:"actor,omitempty"`
+}
+
 func toDeliveryJSON(d metadata.Delivery) deliveryJSON {
-	out := deliveryJSON{ID: d.ID, Event: d.Event, State: d.State, Attempts: d.Attempts, LastStatus: d.LastStatus,
+	e := d.Event
+	ev := eventJSONOut{e.ID, jsonTime(e.Time), e.Action, e.Repository, e.Tag, e.Digest, e.Previous, e.MediaType, e.Size,
+		e.Numbered, e.Newest, e.Actor}
+	out := deliveryJSON{ID: d.ID, Event: ev, State: d.State, Attempts: d.Attempts, LastStatus: d.LastStatus,
 		Created: jsonTime(d.Created), Done: jsonTimePtr(d.Done)}
 	if d.State == metadata.DeliveryPending {
 		out.NextAt = jsonTimePtr(d.NextAt)
@@ -284,19 +312,27 @@ func (reg *Registry) listDeliveries(w http.ResponseWriter, r *http.Request, rt a
 }
 
 // deliveryID reads the delivery id of a route.
-func deliveryID(rt adminRoute) (int64, error) {
+// deliveryID reads the delivery id of a route, whose webhook must exist.
+func (reg *Registry) deliveryID(r *http.Request, rt adminRoute) (int64, error) {
+	if _, err := reg.getWebhookRecord(r, rt.name); err != nil {
+		return 0, err
+	}
 	id, err := strconv.ParseInt(rt.tag, 10, 64)
 	if err != nil || id < 1 {
-		return 0, newError(http.StatusNotFound, codeUnsupported, "no such delivery")
+		return 0, deliveryUnknown(rt.name, rt.tag)
 	}
 	return id, nil
+}
+
+func deliveryUnknown(webhook, id string) *apiError {
+	return newError(http.StatusNotFound, codeDeliveryUnknown, fmt.Sprintf("webhook %s has no delivery %s", webhook, id))
 }
 
 // getDelivery describes a delivery with the log of its attempts.
 //
 // GET /admin/v1/webhooks/<name>/deliveries/<id>
 func (reg *Registry) getDelivery(w http.ResponseWriter, r *http.Request, rt adminRoute) error {
-	id, err := deliveryID(rt)
+	id, err := reg.deliveryID(r, rt)
 	if err != nil {
 		return err
 	}
@@ -305,7 +341,7 @@ func (reg *Registry) getDelivery(w http.ResponseWriter, r *http.Request, rt admi
 		return err
 	}
 	if len(rows) == 0 || rows[0].ID != id {
-		return newError(http.StatusNotFound, codeDeliveryUnknown, fmt.Sprintf("webhook %s has no delivery %d", rt.name, id))
+		return deliveryUnknown(rt.name, strconv.FormatInt(id, 10))
 	}
 	attempts, err := reg.db.Attempts(r.Context(), rt.name, id)
 	if err != nil {
@@ -323,13 +359,13 @@ func (reg *Registry) getDelivery(w http.ResponseWriter, r *http.Request, rt admi
 //
 // POST /admin/v1/webhooks/<name>/deliveries/<id>/redeliver
 func (reg *Registry) redeliver(w http.ResponseWriter, r *http.Request, rt adminRoute) error {
-	id, err := deliveryID(rt)
+	id, err := reg.deliveryID(r, rt)
 	if err != nil {
 		return err
 	}
 	err = reg.db.InTx(r.Context(), func(tx *metadata.Tx) error { return tx.Redeliver(r.Context(), rt.name, id) })
 	if errors.Is(err, metadata.ErrNotFound) {
-		return newError(http.StatusNotFound, codeDeliveryUnknown, fmt.Sprintf("webhook %s has no delivery %d", rt.name, id))
+		return deliveryUnknown(rt.name, strconv.FormatInt(id, 10))
 	}
 	if err != nil {
 		return err

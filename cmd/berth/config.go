@@ -211,7 +211,19 @@ func loadConfig(name string, args []string) (*config, error) {
 		return nil, errors.New("webhooks.pause-after and webhooks.concurrency must be at least 1")
 	}
 	names := map[string]bool{}
-	for _, ep := range c.Webhooks {
+	for i, ep := range c.Webhooks {
+		// A secret written ${NAME} is read from the environment, to keep it
+		// out of the file.
+		for j, secret := range ep.Secrets {
+			if name, ok := strings.CutPrefix(secret, "${"); ok && strings.HasSuffix(name, "}") {
+				name = strings.TrimSuffix(name, "}")
+				v, ok := os.LookupEnv(name)
+				if !ok {
+					return nil, fmt.Errorf("webhooks.endpoints: %s: secret ${%s}: %s is not set", ep.Name, name, name)
+				}
+				c.Webhooks[i].Secrets[j], ep.Secrets[j] = v, v
+			}
+		}
 		if err := ep.Validate(); err != nil {
 			return nil, fmt.Errorf("webhooks.endpoints: %w", err)
 		}

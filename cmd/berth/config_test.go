@@ -20,9 +20,10 @@ func TestConfigPrecedence(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "berth.yaml")
 	os.WriteFile(file, []byte("addr: \":7000\"\ndata: /srv/berth\nlog:\n  level: warn\n  format: json\nuploads:\n  max-age: 2h\nstorage:\n  disk:\n    fsync: false\n"+
 		"policies:\n  - repositories: team/*\n    ordering: [semver]\n    retention:\n      keepNewest: 5\n      keepYoungerThan: 720h\n"+
-		"webhooks:\n  max-age: 1h\n  endpoints:\n    - name: deploy\n      url: http://127.0.0.1:9000/hook\n      format: cloudevents\n      secrets: [s1]\n      numberedOnly: true\n"), 0o644)
+		"webhooks:\n  max-age: 1h\n  endpoints:\n    - name: deploy\n      url: http://127.0.0.1:9000/hook\n      format: cloudevents\n      secrets: [s1, \"${BERTH_TEST_HOOK_SECRET}\"]\n      numberedOnly: true\n"), 0o644)
 	t.Setenv("BERTH_LOG_LEVEL", "debug")
 	t.Setenv("BERTH_UPLOADS_PURGE_INTERVAL", "1m")
+	t.Setenv("BERTH_TEST_HOOK_SECRET", "from the environment")
 
 	c, err := loadConfig("serve", []string{"--config", file, "--addr", "127.0.0.1:7001"})
 	if err != nil {
@@ -49,7 +50,7 @@ func TestConfigPrecedence(t *testing.T) {
 		WebhookConcurrency:  16,
 		WebhookKeep:         7 * 24 * time.Hour,
 		Webhooks: []notify.Endpoint{{Name: "deploy", URL: "http://127.0.0.1:9000/hook", Format: notify.FormatCloudEvents,
-			Secrets: []string{"s1"}, NumberedOnly: true}},
+			Secrets: []string{"s1", "from the environment"}, NumberedOnly: true}},
 		RestoreWindow:     14 * 24 * time.Hour,
 		RetentionInterval: 10 * time.Minute,
 		Policies: []registry.PolicyRule{{Repositories: "team/*", Policy: registry.Policy{
