@@ -554,6 +554,13 @@ func (db *DB) PendingDeliveries(ctx context.Context) (int64, error) {
 	return n, err
 }
 
+// DeadDeliveries counts the deliveries given up (and not redelivered).
+func (db *DB) DeadDeliveries(ctx context.Context) (int64, error) {
+	var n int64
+	err := db.queryRow(ctx, `SELECT count(*) FROM deliveries WHERE state = 'dead'`).Scan(&n)
+	return n, err
+}
+
 // SyncConfigWebhooks makes the webhooks from the configuration file those
 // given (name → endpoint body): it creates or replaces them, and deletes
 // the ones the file no longer has. A webhook of the API with the name of

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/berthhq/berth/metadata"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Options configure a Dispatcher.
@@ -40,6 +41,8 @@ type Options struct {
 	// Poll is how often the outbox is read when nothing wakes the
 	// dispatcher, for retries that fall due (default 1 s).
 	Poll time.Duration
+	// Metrics, if set, registers the dispatcher's metrics.
+	Metrics prometheus.Registerer
 }
 
 // Dispatcher drains the outbox: it claims due deliveries, sends them, and
@@ -49,6 +52,7 @@ type Options struct {
 type Dispatcher struct {
 	o         Options
 	endpoints *endpointCache
+	metrics   *metrics
 }
 
 // New returns a Dispatcher; Run starts it.
@@ -77,7 +81,7 @@ func New(o Options) *Dispatcher {
 	if o.Poll <= 0 {
 		o.Poll = time.Second
 	}
-	return &Dispatcher{o: o, endpoints: &endpointCache{}}
+	return &Dispatcher{o: o, endpoints: &endpointCache{}, metrics: newMetrics(o.Metrics, o.DB)}
 }
 
 // lease is how long a claim lasts: longer than any attempt takes. A
@@ -136,6 +140,12 @@ func (d *Dispatcher) deliver(ctx context.Context, del metadata.Delivery) {
 	a := metadata.Attempt{At: start.UnixNano(), Status: int64(status), Latency: time.Since(start), Response: response}
 	out := d.outcome(del, status, retryAfter, time.Now())
 	paused, err := d.o.DB.RecordAttempt(ctx, del, a, out)
+	if err == nil {
+		d.metrics.observe(del.Webhook, status, a.Latency, out)
+		if paused {
+			d.metrics.pauses.WithLabelValues(del.Webhook).Inc()
+		}
+	}
 	switch {
 	case errors.Is(err, metadata.ErrNotClaimed):
 		log.Warn("webhooks: delivery settled elsewhere meanwhile (its claim had lapsed)")

@@ -27,6 +27,9 @@ import (
 	"github.com/berthhq/berth/storage"
 	"github.com/berthhq/berth/storage/disk"
 	"github.com/berthhq/berth/storage/s3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // usage lists every command: serve, then the admin commands.
@@ -142,8 +145,17 @@ func serve(args []string) error {
 	if err := syncWebhooks(ctx, db, c.Webhooks); err != nil {
 		return err
 	}
+	metrics := prometheus.NewRegistry()
+	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if c.DebugAddr != "" {
+		stopDebug, err := serveDebug(c.DebugAddr, metrics, log)
+		if err != nil {
+			return err
+		}
+		defer stopDebug()
+	}
 	u, _ := url.Parse(c.PublicURL) // checked by loadConfig
-	dispatcher := notify.New(notify.Options{
+	dispatcher := notify.New(notify.Options{Metrics: metrics,
 		DB: db, Registry: notify.Registry{Host: u.Host, URL: c.PublicURL, InstanceID: instanceID()}, Logger: log,
 		Client: &http.Client{Timeout: c.WebhookTimeout}, MaxAge: c.WebhookMaxAge,
 		PauseAfter: c.WebhookPauseAfter, PauseFor: c.WebhookPauseFor, Concurrency: c.WebhookConcurrency,
@@ -197,6 +209,20 @@ func serve(args []string) error {
 	sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
 	defer cancel()
 	return srv.Shutdown(sctx)
+}
+
+// serveDebug serves the debug listener: Prometheus metrics at /metrics.
+func serveDebug(addr string, metrics *prometheus.Registry, log *slog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("debug.addr: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	log.Info("debug listener", "addr", ln.Addr().String())
+	return func() { srv.Close() }, nil
 }
 
 // syncWebhooks stores the configuration file's webhook endpoints.

@@ -41,6 +41,8 @@ CREATE INDEX deliveries_pending ON deliveries (webhook, repository, id) WHERE st
 CREATE INDEX deliveries_by_webhook ON deliveries (webhook, id);
 -- Pruning: the events whose deliveries are all gone, the deliveries done long ago.
 CREATE INDEX deliveries_by_event ON deliveries (event_seq);
+-- The outbox's depth and its dead letters, for the metrics.
+CREATE INDEX deliveries_by_state ON deliveries (state);
 CREATE INDEX deliveries_done ON deliveries (done_at) WHERE state = 'delivered';
 
 CREATE TABLE delivery_attempts (
