@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"fmt"
@@ -111,5 +112,24 @@ func benchmarkAdminFirstPages(b *testing.B, s *testServer) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkPutTag measures a manifest PUT under a new tag through the
+// handler: the policy lookup, the transaction with the tag's history row.
+func BenchmarkPutTag(b *testing.B) {
+	s := newServer(b)
+	m, _ := s.pushImage("app", "latest", []byte("layer"))
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		i++
+		req := httptest.NewRequest(http.MethodPut, fmt.Sprintf("/v2/app/manifests/t%d", i), bytes.NewReader(m))
+		req.Header.Set("Content-Type", oci.MediaTypeImageManifest)
+		w := httptest.NewRecorder()
+		s.handler.ServeHTTP(w, req)
+		if w.Code != http.StatusCreated {
+			b.Fatalf("status %d: %s", w.Code, w.Body)
+		}
 	}
 }
