@@ -26,8 +26,7 @@ type Options struct {
 	// Client sends the deliveries; nil means one with a 10 s timeout.
 	Client *http.Client
 	// Schedule is the wait before each retry, the last repeated; each wait
-	// is jittered by up to a fifth either way. Nil means 5 s, 30 s, 2 m,
-	// 10 m, 30 m, then hourly.
+	// is jittered by up to a fifth either way. Nil means DefaultSchedule.
 	Schedule []time.Duration
 	// MaxAge is how long a delivery is retried before it is dead-lettered
 	// (default 24 h). A dead delivery stays visible and can be redelivered.
@@ -39,10 +38,18 @@ type Options struct {
 	// Concurrency is how many deliveries are in flight at once (default 16).
 	Concurrency int
 	// Poll is how often the outbox is read when nothing wakes the
-	// dispatcher, for retries that fall due (default 1 s).
+	// dispatcher (default 1 s): for retries that another replica scheduled,
+	// and for the end of a pause. A retry this dispatcher scheduled wakes it
+	// when it falls due.
 	Poll time.Duration
 	// Metrics, if set, registers the dispatcher's metrics.
 	Metrics prometheus.Registerer
+}
+
+// DefaultSchedule is the retry schedule of a dispatcher without one: 5 s,
+// 30 s, 2 m, 10 m, 30 m, then hourly.
+func DefaultSchedule() []time.Duration {
+	return []time.Duration{5 * time.Second, 30 * time.Second, 2 * time.Minute, 10 * time.Minute, 30 * time.Minute, time.Hour}
 }
 
 // Dispatcher drains the outbox: it claims due deliveries, sends them, and
@@ -64,7 +71,7 @@ func New(o Options) *Dispatcher {
 		o.Client = &http.Client{Timeout: 10 * time.Second}
 	}
 	if len(o.Schedule) == 0 {
-		o.Schedule = []time.Duration{5 * time.Second, 30 * time.Second, 2 * time.Minute, 10 * time.Minute, 30 * time.Minute, time.Hour}
+		o.Schedule = DefaultSchedule()
 	}
 	if o.MaxAge <= 0 {
 		o.MaxAge = 24 * time.Hour
@@ -88,13 +95,19 @@ func New(o Options) *Dispatcher {
 // replica that dies holding a claim delays that line by as much.
 func (d *Dispatcher) lease() time.Duration { return d.o.Client.Timeout + 5*time.Second }
 
-// Run delivers until ctx ends, then lets the deliveries in flight finish
-// (each within the client's timeout) and records them.
+// Run delivers until ctx ends, which cuts the attempts in flight short:
+// they are recorded, and their deliveries are due again at once.
 func (d *Dispatcher) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	slots := make(chan struct{}, d.o.Concurrency)
-	done := make(chan struct{}, 1) // a delivery finished: the next of its line may be due
+	done := make(chan struct{}, 1) // a delivery finished, or its retry fell due: the next of its line may be due
+	wake := func() {
+		select {
+		case done <- struct{}{}:
+		default:
+		}
+	}
 	poll := time.NewTicker(d.o.Poll)
 	defer poll.Stop()
 	for ctx.Err() == nil {
@@ -108,11 +121,11 @@ func (d *Dispatcher) Run(ctx context.Context) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					d.deliver(context.WithoutCancel(ctx), del)
+					retry := d.deliver(ctx, del)
 					<-slots
-					select {
-					case done <- struct{}{}:
-					default:
+					wake() // a slot is free
+					if retry > 0 {
+						time.AfterFunc(time.Until(time.Unix(0, retry)), wake)
 					}
 				}()
 			}
@@ -132,14 +145,23 @@ func (d *Dispatcher) Run(ctx context.Context) {
 // maxResponse is how much of a receiver's answer the attempt log keeps.
 const maxResponse = 1 << 10
 
-// deliver makes one attempt at a delivery and records it.
-func (d *Dispatcher) deliver(ctx context.Context, del metadata.Delivery) {
+// deliver makes one attempt at a delivery and records it. It returns when
+// the delivery is to be retried (Unix nanoseconds), 0 if it is not.
+func (d *Dispatcher) deliver(ctx context.Context, del metadata.Delivery) (retry int64) {
 	log := d.o.Logger.With("webhook", del.Webhook, "event", del.Event.ID, "delivery", del.ID, "attempt", del.Attempts+1)
 	start := time.Now()
 	status, response, retryAfter := d.send(ctx, del)
 	a := metadata.Attempt{At: start.UnixNano(), Status: int64(status), Latency: time.Since(start), Response: response}
 	out := d.outcome(del, status, retryAfter, time.Now())
-	paused, err := d.o.DB.RecordAttempt(ctx, del, a, out)
+	cut := status == 0 && ctx.Err() != nil
+	if cut {
+		// Shutting down cut the attempt short. It is logged, and the delivery
+		// is due again at once (for another replica, or this one restarted)
+		// rather than when its claim would lapse; it counts as a failure but
+		// pauses nothing.
+		out = metadata.Outcome{State: metadata.DeliveryPending, NextAt: time.Now().UnixNano()}
+	}
+	paused, err := d.o.DB.RecordAttempt(context.WithoutCancel(ctx), del, a, out)
 	if err == nil {
 		d.metrics.observe(del.Webhook, status, a.Latency, out)
 		if paused {
@@ -149,13 +171,16 @@ func (d *Dispatcher) deliver(ctx context.Context, del metadata.Delivery) {
 	switch {
 	case errors.Is(err, metadata.ErrNotClaimed):
 		log.Warn("webhooks: delivery settled elsewhere meanwhile (its claim had lapsed)")
-		return
+		return 0
 	case err != nil:
 		log.Error("webhooks: recording an attempt", "error", err)
-		return
+		return 0
 	}
 	attrs := []any{"status", status, "latency", a.Latency.Round(time.Millisecond)}
 	switch {
+	case cut:
+		log.Warn("webhooks: attempt cut short by the shutdown; the delivery is due again", append(attrs, "response", response)...)
+		return 0
 	case out.State == metadata.DeliveryDelivered:
 		log.Info("webhooks: delivered", attrs...)
 	case out.Disable != "":
@@ -168,6 +193,10 @@ func (d *Dispatcher) deliver(ctx context.Context, del metadata.Delivery) {
 	if paused {
 		log.Warn("webhooks: endpoint paused after consecutive failures", "failures", d.o.PauseAfter, "until", time.Unix(0, out.PauseUntil).UTC())
 	}
+	if out.State == metadata.DeliveryPending {
+		return out.NextAt
+	}
+	return 0
 }
 
 // send posts a delivery. It returns the HTTP status (0 if there was no

@@ -331,9 +331,9 @@ func TestCLIAdmin(t *testing.T) {
 	}
 }
 
-// receiver is a webhook receiver on 127.0.0.1 that verifies each delivery's
+// signedReceiver is a webhook receiver on 127.0.0.1 that verifies each delivery's
 // signature and keeps the verified ones.
-type receiver struct {
+type signedReceiver struct {
 	URL string
 
 	secret string
@@ -346,8 +346,8 @@ type receivedDelivery struct {
 	Body []byte
 }
 
-func newReceiver(t *testing.T, secret string) *receiver {
-	rc := &receiver{secret: secret}
+func newSignedReceiver(t *testing.T, secret string) *signedReceiver {
+	rc := &signedReceiver{secret: secret}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		if err := notify.Verify(r.Header, body, []string{rc.secret}, time.Now(), time.Minute); err != nil {
@@ -366,7 +366,7 @@ func newReceiver(t *testing.T, secret string) *receiver {
 }
 
 // delivery returns the delivery of the event id, if it came.
-func (rc *receiver) delivery(id string) (receivedDelivery, bool) {
+func (rc *signedReceiver) delivery(id string) (receivedDelivery, bool) {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	i := slices.IndexFunc(rc.got, func(d receivedDelivery) bool { return d.ID == id })
@@ -403,7 +403,7 @@ func TestCLIWebhooks(t *testing.T) {
 	cli := berthCLI(t, s)
 	const secret = "whsec_YmVydGgtZTJlLXdlYmhvb2stc2VjcmV0"
 	cli.env = append(slices.Clone(cli.env), "BERTH_WEBHOOK_SECRET="+secret)
-	rc := newReceiver(t, secret)
+	rc := newSignedReceiver(t, secret)
 	repo := uniqueRepo(t, "cli-webhooks")
 	name := strings.ReplaceAll(repo, "/", "-")
 

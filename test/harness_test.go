@@ -142,7 +142,7 @@ type server struct {
 
 // startBerth starts a registry (Berth unless BERTH_E2E_SERVER says otherwise) on a free port with a
 // fresh data directory. It is killed at the end of the test; logs are printed if the test failed.
-func startBerth(t *testing.T, opts serverOptions) *server {
+func startBerth(t testing.TB, opts serverOptions) *server {
 	t.Helper()
 	name := opts.Name
 	if name == "" {

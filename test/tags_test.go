@@ -25,19 +25,33 @@ import (
 // started with flags: SQLite in the server's data directory, and a new PostgreSQL database.
 func onEachDatabase(t *testing.T, flags []string, fn func(t *testing.T, s *server)) {
 	t.Helper()
+	eachDatabase(t, func(t *testing.T, db []string) {
+		fn(t, startBerth(t, serverOptions{Flags: append(slices.Clone(flags), db...)}))
+	})
+}
+
+// eachDatabase runs fn as one parallel subtest per metadata database, with the flags that select
+// it: none (SQLite in the data directory of the server fn starts), or --database with a new
+// PostgreSQL database.
+func eachDatabase(t *testing.T, fn func(t *testing.T, db []string)) {
+	t.Helper()
 	if k := serverKind(); k != "berth" {
-		t.Skipf("numbered tags and the admin API are Berth's own; BERTH_E2E_SERVER=%s", k)
+		t.Skipf("a Berth feature; BERTH_E2E_SERVER=%s", k)
 	}
-	for _, db := range []string{"SQLite", "PostgreSQL"} {
-		t.Run(db, func(t *testing.T) {
+	for _, name := range []string{"SQLite", "PostgreSQL"} {
+		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			f := slices.Clone(flags)
-			if db == "PostgreSQL" {
-				f = append(f, "--database", testserver.Postgres(t))
-			}
-			fn(t, startBerth(t, serverOptions{Flags: f}))
+			fn(t, databaseFlags(t, name))
 		})
 	}
+}
+
+// databaseFlags selects a metadata database: "SQLite" or "PostgreSQL" (a new database).
+func databaseFlags(t testing.TB, name string) []string {
+	if name == "PostgreSQL" {
+		return []string{"--database", testserver.Postgres(t)}
+	}
+	return nil
 }
 
 // TestTagOrdering: /versions lists the numbered tags newest first in version order, whatever the

@@ -47,6 +47,7 @@ type config struct {
 	WebhookPauseFor    time.Duration
 	WebhookConcurrency int
 	WebhookKeep        time.Duration
+	WebhookSchedule    durations
 	// Webhooks are the webhook endpoints of the YAML file (webhooks.endpoints).
 	Webhooks            []notify.Endpoint
 	LogLevel            string
@@ -108,6 +109,8 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.WebhookPauseFor, "webhooks.pause-for", 5*time.Minute, "how long a paused webhook endpoint waits")
 	fs.IntVar(&c.WebhookConcurrency, "webhooks.concurrency", 16, "webhook deliveries in flight at once")
 	fs.DurationVar(&c.WebhookKeep, "webhooks.keep-delivered", 7*24*time.Hour, "how long delivered webhook deliveries and their attempt log are kept (dead ones stay until redelivered)")
+	c.WebhookSchedule = notify.DefaultSchedule()
+	fs.Var(&c.WebhookSchedule, "webhooks.retry-schedule", "waits before the retries of a failed webhook delivery, comma-separated, the last repeated until webhooks.max-age; each is jittered by up to a fifth and a receiver's Retry-After can lengthen it")
 	fs.StringVar(&c.LogLevel, "log.level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log.format", "text", "log format: text or json")
 	fs.DurationVar(&c.UploadMaxAge, "uploads.max-age", 24*time.Hour, "reclaim uploads untouched for this long")
@@ -253,6 +256,41 @@ func loadConfig(name string, args []string) (*config, error) {
 		return nil, fmt.Errorf("storage.driver: %q is neither disk nor s3", c.StorageDriver)
 	}
 	return c, nil
+}
+
+// durations is a flag of comma-separated durations: "100ms,2s,1m".
+type durations []time.Duration
+
+func (d *durations) String() string {
+	var s []string
+	for _, v := range *d {
+		// 2m0s → 2m, 1h0m0s → 1h
+		str := v.String()
+		if strings.HasSuffix(str, "m0s") {
+			str = strings.TrimSuffix(str, "0s")
+		}
+		if strings.HasSuffix(str, "h0m") {
+			str = strings.TrimSuffix(str, "0m")
+		}
+		s = append(s, str)
+	}
+	return strings.Join(s, ",")
+}
+
+func (d *durations) Set(v string) error {
+	var list durations
+	for _, f := range strings.Split(v, ",") {
+		w, err := time.ParseDuration(strings.TrimSpace(f))
+		if err != nil {
+			return err
+		}
+		if w <= 0 {
+			return fmt.Errorf("%s is not a positive duration", w)
+		}
+		list = append(list, w)
+	}
+	*d = list
+	return nil
 }
 
 // defaultPublicURL is http://<host name>:<port of addr>.

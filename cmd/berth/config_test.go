@@ -49,6 +49,7 @@ func TestConfigPrecedence(t *testing.T) {
 		WebhookPauseFor:     5 * time.Minute,
 		WebhookConcurrency:  16,
 		WebhookKeep:         7 * 24 * time.Hour,
+		WebhookSchedule:     notify.DefaultSchedule(),
 		Webhooks: []notify.Endpoint{{Name: "deploy", URL: "http://127.0.0.1:9000/hook", Format: notify.FormatCloudEvents,
 			Secrets: []string{"s1", "from the environment"}, NumberedOnly: true}},
 		RestoreWindow:     14 * 24 * time.Hour,
@@ -90,6 +91,15 @@ func TestConfigErrors(t *testing.T) {
 	}
 	if c, err := loadConfig("serve", []string{"--database", "host=db dbname=berth"}); err != nil || !c.isPostgres() {
 		t.Fatalf("a keyword/value PostgreSQL DSN: %v, postgres %v", err, c != nil && c.isPostgres())
+	}
+	for _, bad := range []string{"", "1s,", "1s,0s", "-1s", "soon"} {
+		if _, err := loadConfig("serve", []string{"--webhooks.retry-schedule", bad}); err == nil {
+			t.Fatalf("webhooks.retry-schedule %q was accepted", bad)
+		}
+	}
+	if c, err := loadConfig("serve", []string{"--webhooks.retry-schedule", "100ms, 2s,1m"}); err != nil ||
+		!reflect.DeepEqual([]time.Duration(c.WebhookSchedule), []time.Duration{100 * time.Millisecond, 2 * time.Second, time.Minute}) {
+		t.Fatalf("webhooks.retry-schedule 100ms, 2s,1m: %v, %v", err, c)
 	}
 	t.Setenv("BERTH_UPLOADS_MAX_AGE", "soon")
 	if _, err := loadConfig("serve", nil); err == nil || !strings.Contains(err.Error(), "BERTH_UPLOADS_MAX_AGE") {

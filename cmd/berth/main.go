@@ -157,7 +157,7 @@ func serve(args []string) error {
 	u, _ := url.Parse(c.PublicURL) // checked by loadConfig
 	dispatcher := notify.New(notify.Options{Metrics: metrics,
 		DB: db, Registry: notify.Registry{Host: u.Host, URL: c.PublicURL, InstanceID: instanceID()}, Logger: log,
-		Client: &http.Client{Timeout: c.WebhookTimeout}, MaxAge: c.WebhookMaxAge,
+		Client: &http.Client{Timeout: c.WebhookTimeout}, Schedule: c.WebhookSchedule, MaxAge: c.WebhookMaxAge,
 		PauseAfter: c.WebhookPauseAfter, PauseFor: c.WebhookPauseFor, Concurrency: c.WebhookConcurrency,
 	})
 	dispatched := make(chan struct{})
