@@ -71,6 +71,19 @@ func TestDispatcherRetriesAndCounts(t *testing.T) {
 	case <-time.After(time.Minute): // a bound to fail at, not a measurement
 		t.Fatal("the event was not delivered")
 	}
+	// The receiver has answered; wait for the dispatcher to record it.
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
+		ds, err := db.Deliveries(ctx, "ci", 0, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ds) == 1 && ds[0].State == metadata.DeliveryDelivered {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the delivery was not recorded as delivered: %+v", ds)
+		}
+	}
 	cancel()
 	<-stopped
 

@@ -113,7 +113,7 @@ func TestWebhookDeliveredAcrossRestart(t *testing.T) {
 						tried = waitDeliveries(t, s, "deploy", "a failed attempt at the delivery of "+repo+":1",
 							func(ds []hookDelivery) bool { return len(ds) == 1 && ds[0].Attempts > 0 })[0]
 					}
-					committed := tried.Event
+					committed := tried.Event.meta()
 					if tried.State != metadata.DeliveryPending || committed.Tag != "1" || committed.Digest.String() != pushed ||
 						committed.Repository != repo || committed.Action != metadata.ActionPush {
 						t.Fatalf("delivery %+v, want a pending delivery of a push of %s:1 at %s", tried, repo, pushed)
@@ -458,7 +458,7 @@ func TestWebhookFormats(t *testing.T) {
 		events := waitDeliveries(t, s, "cloudevents", "six deliveries", func(ds []hookDelivery) bool { return len(ds) == len(want) })
 		byID := map[string]metadata.Event{}
 		for i, d := range events {
-			e := d.Event
+			e := d.Event.meta()
 			if e.ID == "" || e.Time == 0 || e.MediaType != mtOCIManifest {
 				t.Errorf("committed event %d: %+v lacks an id, a time or the manifest's media type", i, e)
 			}
@@ -1223,7 +1223,7 @@ type hookState struct {
 // hookDelivery is a delivery as the admin API shows it; Log only when read alone.
 type hookDelivery struct {
 	ID         int64          `json:"id"`
-	Event      metadata.Event `json:"event"`
+	Event      hookEvent      `json:"event"`
 	State      string         `json:"state"`
 	Attempts   int64          `json:"attempts"`
 	LastStatus int64          `json:"lastStatus"`
@@ -1231,6 +1231,29 @@ type hookDelivery struct {
 	NextAt     *time.Time     `json:"nextAttemptAt"`
 	Done       *time.Time     `json:"doneAt"`
 	Log        []hookAttempt  `json:"log"`
+}
+
+// hookEvent is an outbox event as the admin API shows it, its time as text.
+type hookEvent struct {
+	ID         string     `json:"id"`
+	Time       time.Time  `json:"time"`
+	Action     string     `json:"action"`
+	Repository string     `json:"repository"`
+	Tag        string     `json:"tag"`
+	Digest     oci.Digest `json:"digest"`
+	Previous   oci.Digest `json:"previous"`
+	MediaType  string     `json:"mediaType"`
+	Size       int64      `json:"size"`
+	Numbered   bool       `json:"numbered"`
+	Newest     bool       `json:"newest"`
+	Actor      string     `json:"actor"`
+}
+
+// meta is the event as committed, for notify.Encode.
+func (e hookEvent) meta() metadata.Event {
+	return metadata.Event{ID: e.ID, Time: e.Time.UnixNano(), Action: e.Action, Repository: e.Repository, Tag: e.Tag,
+		Digest: e.Digest, Previous: e.Previous, MediaType: e.MediaType, Size: e.Size, Numbered: e.Numbered,
+		Newest: e.Newest, Actor: e.Actor}
 }
 
 // hookAttempt is one attempt in a delivery's log.
