@@ -1222,15 +1222,15 @@ type hookState struct {
 
 // hookDelivery is a delivery as the admin API shows it; Log only when read alone.
 type hookDelivery struct {
-	ID         int64          `json:"id"`
-	Event      hookEvent      `json:"event"`
-	State      string         `json:"state"`
-	Attempts   int64          `json:"attempts"`
-	LastStatus int64          `json:"lastStatus"`
-	Created    time.Time      `json:"createdAt"`
-	NextAt     *time.Time     `json:"nextAttemptAt"`
-	Done       *time.Time     `json:"doneAt"`
-	Log        []hookAttempt  `json:"log"`
+	ID         int64         `json:"id"`
+	Event      hookEvent     `json:"event"`
+	State      string        `json:"state"`
+	Attempts   int64         `json:"attempts"`
+	LastStatus int64         `json:"lastStatus"`
+	Created    time.Time     `json:"createdAt"`
+	NextAt     *time.Time    `json:"nextAttemptAt"`
+	Done       *time.Time    `json:"doneAt"`
+	Log        []hookAttempt `json:"log"`
 }
 
 // hookEvent is an outbox event as the admin API shows it, its time as text.
