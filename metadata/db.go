@@ -133,7 +133,14 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 	if db.now == nil {
 		db.now = time.Now
 	}
-	if err := db.migrate(ctx); err != nil {
+	err = db.migrate(ctx)
+	// Processes opening a new SQLite file at once race to switch it to
+	// WAL, and SQLite answers the losers "busy" at once, without waiting.
+	for attempt := 1; isSQLiteBusy(err) && attempt < 20 && ctx.Err() == nil; attempt++ {
+		time.Sleep(time.Duration(attempt) * 10 * time.Millisecond)
+		err = db.migrate(ctx)
+	}
+	if err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -363,6 +370,12 @@ func (db *DB) retryable(err error) bool {
 		return pgErr.ConstraintName == "tags_live"
 	}
 	return false
+}
+
+// isSQLiteBusy reports whether err is SQLite's SQLITE_BUSY.
+func isSQLiteBusy(err error) bool {
+	var coded interface{ Code() int }
+	return errors.As(err, &coded) && coded.Code()&0xff == 5 // SQLITE_BUSY and its extended codes
 }
 
 func noRows(err error) error {
