@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"math"
 	"time"
 
 	"github.com/berthhq/berth/oci"
@@ -95,8 +96,13 @@ func (tx *Tx) writeEvent(ctx context.Context, e Event, names []string) error {
 		return err
 	}
 	for _, name := range names {
+		// Behind a pending delivery, a new one is queued rather than due:
+		// the settling of the one ahead makes it due (RecordAttempt). So the
+		// due deliveries are the heads of their lines, however long a line
+		// grows behind a failing receiver, and claiming stays cheap.
 		if _, err := tx.exec(ctx, `INSERT INTO deliveries (event_seq, webhook, repository, next_at, created_at)
-			VALUES ($1, $2, $3, $4, $4)`, seq, name, e.Repository, tx.now); err != nil {
+			VALUES ($1, $2, $3, CASE WHEN EXISTS (SELECT 1 FROM deliveries WHERE webhook = $2 AND repository = $3
+				AND state = 'pending') THEN CAST($5 AS BIGINT) ELSE CAST($4 AS BIGINT) END, $4)`, seq, name, e.Repository, tx.now, queued); err != nil {
 			return err
 		}
 	}
@@ -159,6 +165,9 @@ func (tx *Tx) outboxChanged(ctx context.Context) error {
 	_, err := tx.exec(ctx, `SELECT pg_notify('`+outboxChannel+`', '')`)
 	return err
 }
+
+// queued is the next_at of a delivery waiting behind another.
+const queued = math.MaxInt64
 
 // outboxChannel is the PostgreSQL notification channel of new deliveries.
 const outboxChannel = "berth_outbox"
@@ -388,6 +397,9 @@ func scanDeliveries(rows *sql.Rows, err error) ([]Delivery, error) {
 func (db *DB) ClaimDeliveries(ctx context.Context, lease time.Duration, n int) ([]Delivery, error) {
 	var claimed []Delivery
 	err := db.InTx(ctx, func(tx *Tx) error {
+		// Only heads of lines are due (writeEvent queues the rest), so the
+		// due ones are few however long the lines; the NOT EXISTS keeps a
+		// line in order when a redelivery puts an older one back in front.
 		rows, err := tx.tx.QueryContext(ctx, `SELECT d.id FROM deliveries d JOIN webhooks w ON w.name = d.webhook
 			WHERE d.state = 'pending' AND d.next_at <= $1 AND d.claimed_until <= $1
 			AND w.disabled_at IS NULL AND w.paused_until <= $1
@@ -455,6 +467,19 @@ var ErrNotClaimed = errors.New("metadata: the delivery is no longer pending")
 // It reports whether this attempt's failure paused the webhook.
 func (db *DB) RecordAttempt(ctx context.Context, d Delivery, a Attempt, out Outcome) (paused bool, err error) {
 	err = db.InTx(ctx, func(tx *Tx) error {
+		settled := out.State != DeliveryPending
+		if settled {
+			// The next delivery of the line becomes due below; under the
+			// lock that queues deliveries (writeEvent), so that none is
+			// queued behind this one unseen.
+			id, err := tx.repositoryID(ctx, d.Repository)
+			if err == nil {
+				err = tx.lockTags(ctx, id)
+			}
+			if err != nil {
+				return err
+			}
+		}
 		var attempts int64
 		err := tx.queryRow(ctx, `SELECT attempts FROM deliveries WHERE id = $1 AND state = 'pending'`+tx.forUpdate(), d.ID).Scan(&attempts)
 		if err == sql.ErrNoRows {
@@ -475,6 +500,13 @@ func (db *DB) RecordAttempt(ctx context.Context, d Delivery, a Attempt, out Outc
 		if _, err := tx.exec(ctx, `UPDATE deliveries SET state = $1, attempts = $2, next_at = $3, claimed_until = 0,
 			done_at = $4 WHERE id = $5`, out.State, attempts, out.NextAt, done, d.ID); err != nil {
 			return err
+		}
+		if settled {
+			if _, err := tx.exec(ctx, `UPDATE deliveries SET next_at = $1 WHERE next_at = $2 AND id =
+				(SELECT min(id) FROM deliveries WHERE webhook = $3 AND repository = $4 AND state = 'pending')`,
+				tx.now, queued, d.Webhook, d.Repository); err != nil {
+				return err
+			}
 		}
 		switch {
 		case out.State == DeliveryDelivered:

@@ -69,3 +69,9 @@ func (db *DB) Events(ctx context.Context) ([]Event, error) {
 	}
 	return out, rows.Err()
 }
+
+// WriteEvent writes an event with deliveries to the webhooks named, for
+// the tests and benchmarks that need many in one transaction.
+func (tx *Tx) WriteEvent(ctx context.Context, e Event, names []string) error {
+	return tx.writeEvent(ctx, e, names)
+}

@@ -37,11 +37,13 @@ CREATE TABLE deliveries (
 );
 -- The oldest pending delivery per endpoint and repository goes first.
 CREATE INDEX deliveries_pending ON deliveries (webhook, repository, id) WHERE state = 'pending';
+-- The due ones: heads of lines (the rest wait with next_at at the largest value).
+CREATE INDEX deliveries_due ON deliveries (next_at) WHERE state = 'pending';
 CREATE INDEX deliveries_by_webhook ON deliveries (webhook, id);
 -- Pruning: the events whose deliveries are all gone, the deliveries done long ago.
 CREATE INDEX deliveries_by_event ON deliveries (event_seq);
--- The outbox's depth and its dead letters, for the metrics.
-CREATE INDEX deliveries_by_state ON deliveries (state);
+-- The dead letters, counted for the metrics (the pending ones are counted from deliveries_due).
+CREATE INDEX deliveries_dead ON deliveries (id) WHERE state = 'dead';
 CREATE INDEX deliveries_done ON deliveries (done_at) WHERE state = 'delivered';
 
 CREATE TABLE delivery_attempts (
