@@ -225,15 +225,12 @@ func renderRepos(w io.Writer, rs []repository) error {
 }
 
 func reposShow(c *cmd, args []string) error {
-	pos, err := c.parse(args, 1)
+	arg, err := c.one(args, checkName)
 	if err != nil {
 		return err
 	}
-	if err := checkName(pos[0]); err != nil {
-		return err
-	}
 	var r repository
-	if err := c.call(http.MethodGet, repoPath(pos[0]), nil, &r); err != nil || c.json {
+	if err := c.call(http.MethodGet, repoPath(arg), nil, &r); err != nil || c.json {
 		return err
 	}
 	return renderRepo(c.out, r)
@@ -256,15 +253,12 @@ func renderRepo(w io.Writer, r repository) error {
 
 func versionsCmd(c *cmd, args []string) error {
 	c.paged()
-	pos, err := c.parse(args, 1)
+	arg, err := c.one(args, checkName)
 	if err != nil {
 		return err
 	}
-	if err := checkName(pos[0]); err != nil {
-		return err
-	}
 	var vs []version
-	if err := c.list(repoPath(pos[0])+"/versions", nil, "versions", &vs); err != nil || c.json {
+	if err := c.list(repoPath(arg)+"/versions", nil, "versions", &vs); err != nil || c.json {
 		return err
 	}
 	return renderVersions(c.out, vs)
@@ -286,11 +280,8 @@ func tagsList(c *cmd, args []string) error {
 	c.paged()
 	state := c.fs.String("state", "live", "which tags: live, deleted (recently, restorable) or all")
 	filter := c.fs.String("filter", "", "only tags matching this glob: * any run of characters, ? one character")
-	pos, err := c.parse(args, 1)
+	arg, err := c.one(args, checkName)
 	if err != nil {
-		return err
-	}
-	if err := checkName(pos[0]); err != nil {
 		return err
 	}
 	switch *state {
@@ -303,7 +294,7 @@ func tagsList(c *cmd, args []string) error {
 		q.Set("filter", *filter)
 	}
 	var ts []tagInfo
-	if err := c.list(repoPath(pos[0])+"/tags", q, "tags", &ts); err != nil || c.json {
+	if err := c.list(repoPath(arg)+"/tags", q, "tags", &ts); err != nil || c.json {
 		return err
 	}
 	return renderTags(c.out, ts)
@@ -430,11 +421,8 @@ func rollbackCmd(c *cmd, args []string) error {
 	to := c.fs.String("to", "", "the tag (live or deleted) or digest to go back to (required)")
 	mode := c.fs.String("mode", "", "promote (default): publish it as the next numbered tag, or --tag; retarget: move --tag to it")
 	tag := c.fs.String("tag", "", "the tag to publish (promote) or to move (retarget, default latest)")
-	pos, err := c.parse(args, 1)
+	arg, err := c.one(args, checkName)
 	if err != nil {
-		return err
-	}
-	if err := checkName(pos[0]); err != nil {
 		return err
 	}
 	if *to == "" {
@@ -457,7 +445,7 @@ func rollbackCmd(c *cmd, args []string) error {
 		Tag  string `json:"tag,omitempty"`
 	}{*to, *mode, *tag}
 	var r tagResult
-	if err := c.call(http.MethodPost, repoPath(pos[0])+"/rollback", body, &r); err != nil || c.json {
+	if err := c.call(http.MethodPost, repoPath(arg)+"/rollback", body, &r); err != nil || c.json {
 		return err
 	}
 	return printTagResult(c.out, "rolled back ("+orDash(r.Mode)+"):", r)
@@ -492,15 +480,12 @@ type rule struct {
 }
 
 func policyGet(c *cmd, args []string) error {
-	pos, err := c.parse(args, 1)
+	arg, err := c.one(args, checkPolicyName)
 	if err != nil {
 		return err
 	}
-	if err := checkPolicyName(pos[0]); err != nil {
-		return err
-	}
 	var p policyAnswer
-	if err := c.call(http.MethodGet, repoPath(pos[0])+"/policy", nil, &p); err != nil || c.json {
+	if err := c.call(http.MethodGet, repoPath(arg)+"/policy", nil, &p); err != nil || c.json {
 		return err
 	}
 	return renderPolicy(c.out, p)
@@ -518,11 +503,8 @@ func policySet(c *cmd, args []string) error {
 	keepYounger := c.fs.String("keep-younger-than", "", "retention: keep numbered tags younger than this (Go duration, e.g. 720h)")
 	keepPattern := c.fs.String("keep-pattern", "", "retention: keep numbered tags matching this regular expression")
 	file := c.fs.String("file", "", "read the policy as JSON from this file (- for standard input) instead of the flags")
-	pos, err := c.parse(args, 1)
+	arg, err := c.one(args, checkPolicyName)
 	if err != nil {
-		return err
-	}
-	if err := checkPolicyName(pos[0]); err != nil {
 		return err
 	}
 	var given []string
@@ -582,7 +564,7 @@ func policySet(c *cmd, args []string) error {
 		}
 	}
 	var p policyAnswer
-	if err := c.call(http.MethodPut, repoPath(pos[0])+"/policy", body, &p); err != nil || c.json {
+	if err := c.call(http.MethodPut, repoPath(arg)+"/policy", body, &p); err != nil || c.json {
 		return err
 	}
 	return renderPolicy(c.out, p)
@@ -655,17 +637,14 @@ func renderRules(w io.Writer, rules []rule) error {
 }
 
 func policyDelete(c *cmd, args []string) error {
-	pos, err := c.parse(args, 1)
+	arg, err := c.one(args, checkPolicyName)
 	if err != nil {
 		return err
 	}
-	if err := checkPolicyName(pos[0]); err != nil {
+	if err := c.call(http.MethodDelete, repoPath(arg)+"/policy", nil, nil); err != nil || c.json {
 		return err
 	}
-	if err := c.call(http.MethodDelete, repoPath(pos[0])+"/policy", nil, nil); err != nil || c.json {
-		return err
-	}
-	_, err = fmt.Fprintf(c.out, "deleted the policy rule of %s\n", pos[0])
+	_, err = fmt.Fprintf(c.out, "deleted the policy rule of %s\n", arg)
 	return err
 }
 
@@ -695,11 +674,8 @@ type retentionAnswer struct {
 
 func retentionCmd(c *cmd, args []string) error {
 	dryRun := c.fs.Bool("dry-run", false, "only list the tags retention would delete")
-	pos, err := c.parse(args, 1)
+	arg, err := c.one(args, checkName)
 	if err != nil {
-		return err
-	}
-	if err := checkName(pos[0]); err != nil {
 		return err
 	}
 	method := http.MethodPost
@@ -707,7 +683,7 @@ func retentionCmd(c *cmd, args []string) error {
 		method = http.MethodGet
 	}
 	var r retentionAnswer
-	if err := c.call(method, repoPath(pos[0])+"/retention", nil, &r); err != nil || c.json {
+	if err := c.call(method, repoPath(arg)+"/retention", nil, &r); err != nil || c.json {
 		return err
 	}
 	return renderRetention(c.out, r, *dryRun)

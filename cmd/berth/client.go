@@ -100,6 +100,15 @@ func (c *cmd) paged() {
 	c.fs.IntVar(&c.limit, "limit", 0, "print at most this many rows (default all, every page)")
 }
 
+// one parses a command of one argument, which check must accept.
+func (c *cmd) one(args []string, check func(string) error) (string, error) {
+	pos, err := c.parse(args, 1)
+	if err != nil {
+		return "", err
+	}
+	return pos[0], check(pos[0])
+}
+
 // parse reads the flags wherever they stand among the arguments, so that
 // `berth rollback app --to 41` works, and returns exactly n positional ones.
 func (c *cmd) parse(args []string, n int) ([]string, error) {

@@ -292,15 +292,12 @@ func renderWebhooks(w io.Writer, ws []webhook) error {
 }
 
 func webhooksShow(c *cmd, args []string) error {
-	pos, err := c.parse(args, 1)
+	arg, err := c.one(args, checkWebhookName)
 	if err != nil {
 		return err
 	}
-	if err := checkWebhookName(pos[0]); err != nil {
-		return err
-	}
 	var h webhook
-	if err := c.call(http.MethodGet, webhookPath(pos[0]), nil, &h); err != nil || c.json {
+	if err := c.call(http.MethodGet, webhookPath(arg), nil, &h); err != nil || c.json {
 		return err
 	}
 	return renderWebhook(c.out, h)
@@ -345,11 +342,8 @@ func renderWebhook(w io.Writer, h webhook) error {
 
 func webhooksAdd(c *cmd, args []string) error {
 	f := declareEndpointFlags(c)
-	pos, err := c.parse(args, 1)
+	arg, err := c.one(args, checkWebhookName)
 	if err != nil {
-		return err
-	}
-	if err := checkWebhookName(pos[0]); err != nil {
 		return err
 	}
 	var body any
@@ -357,7 +351,7 @@ func webhooksAdd(c *cmd, args []string) error {
 		if given := f.given(c); len(given) > 0 {
 			return usagef("--file and %s: give the endpoint one way", strings.Join(given, ", "))
 		}
-		if body, err = readEndpointFile(f.file, pos[0]); err != nil {
+		if body, err = readEndpointFile(f.file, arg); err != nil {
 			return err
 		}
 	} else {
@@ -373,7 +367,7 @@ func webhooksAdd(c *cmd, args []string) error {
 		if len(f.secrets) == 0 {
 			return usagef("webhooks add needs --secret (or $%s): every delivery is signed", webhookSecretEnv)
 		}
-		ep := notify.Endpoint{Name: pos[0]}
+		ep := notify.Endpoint{Name: arg}
 		if err := f.apply(c, &ep); err != nil {
 			return err
 		}
@@ -447,30 +441,24 @@ func webhooksSet(c *cmd, args []string) error {
 }
 
 func webhooksDelete(c *cmd, args []string) error {
-	pos, err := c.parse(args, 1)
+	arg, err := c.one(args, checkWebhookName)
 	if err != nil {
 		return err
 	}
-	if err := checkWebhookName(pos[0]); err != nil {
+	if err := c.call(http.MethodDelete, webhookPath(arg), nil, nil); err != nil || c.json {
 		return err
 	}
-	if err := c.call(http.MethodDelete, webhookPath(pos[0]), nil, nil); err != nil || c.json {
-		return err
-	}
-	_, err = fmt.Fprintf(c.out, "deleted the webhook %s and its deliveries\n", pos[0])
+	_, err = fmt.Fprintf(c.out, "deleted the webhook %s and its deliveries\n", arg)
 	return err
 }
 
 func webhooksEnable(c *cmd, args []string) error {
-	pos, err := c.parse(args, 1)
+	arg, err := c.one(args, checkWebhookName)
 	if err != nil {
 		return err
 	}
-	if err := checkWebhookName(pos[0]); err != nil {
-		return err
-	}
 	var h webhook
-	if err := c.call(http.MethodPost, webhookPath(pos[0])+"/enable", nil, &h); err != nil || c.json {
+	if err := c.call(http.MethodPost, webhookPath(arg)+"/enable", nil, &h); err != nil || c.json {
 		return err
 	}
 	_, err = fmt.Fprintf(c.out, "enabled the webhook %s\n", h.Name)
@@ -479,15 +467,12 @@ func webhooksEnable(c *cmd, args []string) error {
 
 func webhooksDeliveries(c *cmd, args []string) error {
 	c.paged()
-	pos, err := c.parse(args, 1)
+	arg, err := c.one(args, checkWebhookName)
 	if err != nil {
 		return err
 	}
-	if err := checkWebhookName(pos[0]); err != nil {
-		return err
-	}
 	var ds []delivery
-	if err := c.list(webhookPath(pos[0])+"/deliveries", nil, "deliveries", &ds); err != nil || c.json {
+	if err := c.list(webhookPath(arg)+"/deliveries", nil, "deliveries", &ds); err != nil || c.json {
 		return err
 	}
 	return renderDeliveries(c.out, ds)
@@ -630,20 +615,17 @@ type pingAnswer struct {
 // webhooksPing sends a test delivery and fails unless the receiver
 // answers it with a 2xx.
 func webhooksPing(c *cmd, args []string) error {
-	pos, err := c.parse(args, 1)
+	arg, err := c.one(args, checkWebhookName)
 	if err != nil {
 		return err
 	}
-	if err := checkWebhookName(pos[0]); err != nil {
-		return err
-	}
-	b, err := c.do(http.MethodPost, webhookPath(pos[0])+"/ping", nil, nil)
+	b, err := c.do(http.MethodPost, webhookPath(arg)+"/ping", nil, nil)
 	if err != nil {
 		return err
 	}
 	var p pingAnswer
 	if err := json.Unmarshal(b, &p); err != nil {
-		return fmt.Errorf("POST %s/ping: %w", webhookPath(pos[0]), err)
+		return fmt.Errorf("POST %s/ping: %w", webhookPath(arg), err)
 	}
 	if c.json {
 		if err := c.printJSON(b); err != nil {
@@ -654,16 +636,16 @@ func webhooksPing(c *cmd, args []string) error {
 		if p.Status != 0 {
 			status = strconv.Itoa(p.Status) + " " + http.StatusText(p.Status)
 		}
-		fmt.Fprintf(c.out, "ping %s (event %s): %s\n", pos[0], p.Event, strings.TrimSpace(status))
+		fmt.Fprintf(c.out, "ping %s (event %s): %s\n", arg, p.Event, strings.TrimSpace(status))
 		if p.Response != "" {
 			fmt.Fprintf(c.out, "response: %s\n", oneLine(p.Response, 200))
 		}
 	}
 	switch {
 	case p.Error != "":
-		return fmt.Errorf("ping %s: %s", pos[0], p.Error)
+		return fmt.Errorf("ping %s: %s", arg, p.Error)
 	case p.Status < 200 || p.Status > 299:
-		return fmt.Errorf("ping %s: the receiver answered %d", pos[0], p.Status)
+		return fmt.Errorf("ping %s: the receiver answered %d", arg, p.Status)
 	}
 	return nil
 }
