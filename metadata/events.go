@@ -55,7 +55,9 @@ func (tx *Tx) emit(ctx context.Context, repoID int64, e Event, key []byte) error
 	if tx.db.route == nil {
 		return nil
 	}
-	hooks, err := tx.db.webhooks(ctx, tx.tx, `WHERE disabled_at IS NULL`)
+	// FOR KEY SHARE: a webhook being deleted waits for this transaction,
+	// and one deleted first is not routed to (see DeleteWebhook).
+	hooks, err := tx.db.webhooks(ctx, tx.tx, `WHERE disabled_at IS NULL`, tx.rowLock(" FOR KEY SHARE"))
 	if err != nil || len(hooks) == 0 {
 		return err
 	}
@@ -100,9 +102,13 @@ func (tx *Tx) writeEvent(ctx context.Context, e Event, names []string) error {
 		// the settling of the one ahead makes it due (RecordAttempt). So the
 		// due deliveries are the heads of their lines, however long a line
 		// grows behind a failing receiver, and claiming stays cheap.
-		if _, err := tx.exec(ctx, `INSERT INTO deliveries (event_seq, webhook, repository, next_at, created_at)
-			VALUES ($1, $2, $3, CASE WHEN EXISTS (SELECT 1 FROM deliveries WHERE webhook = $2 AND repository = $3
-				AND state = 'pending') THEN CAST($5 AS BIGINT) ELSE CAST($4 AS BIGINT) END, $4)`, seq, name, e.Repository, tx.now, queued); err != nil {
+		// Only for a webhook that still exists: blob events are routed
+		// from a list that may be a second old.
+		if _, err := tx.exec(ctx, `INSERT INTO deliveries (event_seq, webhook, repository, next_at, due_since, created_at)
+			SELECT $1, $2, $3, CASE WHEN EXISTS (SELECT 1 FROM deliveries WHERE webhook = $2 AND repository = $3
+				AND state = 'pending') THEN CAST($5 AS BIGINT) ELSE CAST($4 AS BIGINT) END, $4, $4
+			WHERE EXISTS (SELECT 1 FROM webhooks WHERE name = $2 AND disabled_at IS NULL)`,
+			seq, name, e.Repository, tx.now, queued); err != nil {
 			return err
 		}
 	}
@@ -110,30 +116,48 @@ func (tx *Tx) writeEvent(ctx context.Context, e Event, names []string) error {
 }
 
 // EmitBlobEvent writes a blob event (ActionBlobPush, ActionBlobPull) to
-// the outbox, in a transaction of its own, if a webhook wants it. Repository,
-// Digest and Size must be set.
+// the outbox, in a transaction of its own, if a webhook wants it: for a
+// pull, which changes nothing. Repository, Digest and Size must be set.
 func (db *DB) EmitBlobEvent(ctx context.Context, e Event) error {
+	names, err := db.blobRoute(ctx, e)
+	if err != nil || len(names) == 0 {
+		return err
+	}
+	return db.InTx(ctx, func(tx *Tx) error { return tx.writeBlobEvent(ctx, e, names) })
+}
+
+// EmitBlobEvent writes a blob event in the transaction of the change it
+// announces (a blob linked by an upload or a mount).
+func (tx *Tx) EmitBlobEvent(ctx context.Context, e Event) error {
+	names, err := tx.db.blobRoute(ctx, e)
+	if err != nil || len(names) == 0 {
+		return err
+	}
+	return tx.writeBlobEvent(ctx, e, names)
+}
+
+// blobRoute picks the webhooks that want a blob event, from the enabled
+// ones as read within the last second (writeEvent skips any gone since).
+func (db *DB) blobRoute(ctx context.Context, e Event) ([]string, error) {
 	if db.route == nil {
-		return nil
+		return nil, nil
 	}
 	hooks, err := db.enabledWebhooks(ctx)
 	if err != nil || len(hooks) == 0 {
+		return nil, err
+	}
+	return db.route(e, hooks), nil
+}
+
+func (tx *Tx) writeBlobEvent(ctx context.Context, e Event, names []string) error {
+	id, err := tx.repositoryID(ctx, e.Repository)
+	if err != nil {
 		return err
 	}
-	names := db.route(e, hooks)
-	if len(names) == 0 {
-		return nil
+	if err := tx.lockTags(ctx, id); err != nil { // in seq order with the repository's tag events
+		return err
 	}
-	return db.InTx(ctx, func(tx *Tx) error {
-		id, err := tx.repositoryID(ctx, e.Repository)
-		if err != nil {
-			return err
-		}
-		if err := tx.lockTags(ctx, id); err != nil { // in seq order with the repository's tag events
-			return err
-		}
-		return tx.writeEvent(ctx, e, names)
-	})
+	return tx.writeEvent(ctx, e, names)
 }
 
 // enabledWebhooks returns the enabled webhooks as read within the last
@@ -142,7 +166,7 @@ func (db *DB) enabledWebhooks(ctx context.Context) ([]Webhook, error) {
 	if c := db.hooks.Load(); c != nil && time.Since(c.read) < time.Second {
 		return c.hooks, nil
 	}
-	hooks, err := db.webhooks(ctx, db.read, `WHERE disabled_at IS NULL`)
+	hooks, err := db.webhooks(ctx, db.read, `WHERE disabled_at IS NULL`, "")
 	if err == nil {
 		db.hooks.Store(&webhookList{time.Now(), hooks})
 	}
@@ -244,8 +268,8 @@ type querier interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 }
 
-func (db *DB) webhooks(ctx context.Context, q querier, where string, args ...any) ([]Webhook, error) {
-	rows, err := q.QueryContext(ctx, webhookColumns+where+` ORDER BY name`, args...)
+func (db *DB) webhooks(ctx context.Context, q querier, where, lock string, args ...any) ([]Webhook, error) {
+	rows, err := q.QueryContext(ctx, webhookColumns+where+` ORDER BY name`+lock, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -264,12 +288,12 @@ func (db *DB) webhooks(ctx context.Context, q querier, where string, args ...any
 
 // Webhooks returns every webhook, by name.
 func (db *DB) Webhooks(ctx context.Context) ([]Webhook, error) {
-	return db.webhooks(ctx, db.read, "")
+	return db.webhooks(ctx, db.read, "", "")
 }
 
 // GetWebhook returns one webhook, or ErrNotFound.
 func (db *DB) GetWebhook(ctx context.Context, name string) (Webhook, error) {
-	ws, err := db.webhooks(ctx, db.read, `WHERE name = $1`, name)
+	ws, err := db.webhooks(ctx, db.read, `WHERE name = $1`, "", name)
 	if err != nil || len(ws) == 0 {
 		return Webhook{}, orNotFound(err)
 	}
@@ -306,6 +330,13 @@ func (tx *Tx) CreateWebhook(ctx context.Context, name, body, source string) (boo
 
 // DeleteWebhook removes a webhook with its deliveries and their log.
 func (tx *Tx) DeleteWebhook(ctx context.Context, name string) error {
+	// Locked first, so that a tag change routing to the webhook (which
+	// key-share locks it) finishes before its deliveries are deleted here,
+	// and one starting after sees it gone.
+	var one int
+	if err := tx.queryRow(ctx, `SELECT 1 FROM webhooks WHERE name = $1`+tx.forUpdate(), name).Scan(&one); err != nil {
+		return noRows(err)
+	}
 	if _, err := tx.exec(ctx, `DELETE FROM delivery_attempts WHERE delivery_id IN
 		(SELECT id FROM deliveries WHERE webhook = $1)`, name); err != nil {
 		return err
@@ -358,13 +389,15 @@ type Delivery struct {
 	Attempts   int64
 	NextAt     int64 // Unix nanoseconds
 	Created    int64
+	DueSince   int64 // when it last became due (created, reached the head of its line, or redelivered)
+	Claim      int64 // the claim this copy was handed out under (ClaimDeliveries); RecordAttempt checks it
 	Done       int64 // when it was delivered or given up; 0 while pending
 	Event      Event
 	LastStatus int64 // the status of the last attempt (0: none, or no answer)
 }
 
 const deliveryColumns = `SELECT d.id, d.webhook, d.repository, d.state, d.attempts, d.next_at, d.created_at,
-	COALESCE(d.done_at, 0), e.seq, e.body,
+	d.due_since, d.claimed_until, COALESCE(d.done_at, 0), e.seq, e.body,
 	COALESCE((SELECT a.status FROM delivery_attempts a WHERE a.delivery_id = d.id AND a.attempt = d.attempts), 0)
 	FROM deliveries d JOIN events e ON e.seq = d.event_seq `
 
@@ -377,8 +410,8 @@ func scanDeliveries(rows *sql.Rows, err error) ([]Delivery, error) {
 	for rows.Next() {
 		var d Delivery
 		var body string
-		if err := rows.Scan(&d.ID, &d.Webhook, &d.Repository, &d.State, &d.Attempts, &d.NextAt, &d.Created, &d.Done,
-			&d.Event.Seq, &body, &d.LastStatus); err != nil {
+		if err := rows.Scan(&d.ID, &d.Webhook, &d.Repository, &d.State, &d.Attempts, &d.NextAt, &d.Created, &d.DueSince,
+			&d.Claim, &d.Done, &d.Event.Seq, &body, &d.LastStatus); err != nil {
 			return nil, err
 		}
 		if err := json.Unmarshal([]byte(body), &d.Event); err != nil {
@@ -435,7 +468,10 @@ func (db *DB) ClaimDeliveries(ctx context.Context, lease time.Duration, n int) (
 		}
 		return nil
 	})
-	return claimed, err
+	if err != nil {
+		return nil, err // rolled back: nothing is claimed
+	}
+	return claimed, nil
 }
 
 // Attempt is one try at a delivery.
@@ -480,8 +516,11 @@ func (db *DB) RecordAttempt(ctx context.Context, d Delivery, a Attempt, out Outc
 				return err
 			}
 		}
+		// Only under the claim it was handed out with: one that lapsed and
+		// was claimed again, or a redelivered copy, is settled by its holder.
 		var attempts int64
-		err := tx.queryRow(ctx, `SELECT attempts FROM deliveries WHERE id = $1 AND state = 'pending'`+tx.forUpdate(), d.ID).Scan(&attempts)
+		err := tx.queryRow(ctx, `SELECT attempts FROM deliveries WHERE id = $1 AND webhook = $2 AND state = 'pending'
+			AND claimed_until = $3`+tx.forUpdate(), d.ID, d.Webhook, d.Claim).Scan(&attempts)
 		if err == sql.ErrNoRows {
 			return ErrNotClaimed
 		}
@@ -502,7 +541,7 @@ func (db *DB) RecordAttempt(ctx context.Context, d Delivery, a Attempt, out Outc
 			return err
 		}
 		if settled {
-			if _, err := tx.exec(ctx, `UPDATE deliveries SET next_at = $1 WHERE next_at = $2 AND id =
+			if _, err := tx.exec(ctx, `UPDATE deliveries SET next_at = $1, due_since = $1 WHERE next_at = $2 AND id =
 				(SELECT min(id) FROM deliveries WHERE webhook = $3 AND repository = $4 AND state = 'pending')`,
 				tx.now, queued, d.Webhook, d.Repository); err != nil {
 				return err
@@ -519,7 +558,8 @@ func (db *DB) RecordAttempt(ctx context.Context, d Delivery, a Attempt, out Outc
 			// made before the pause) counts, but neither pauses it again
 			// nor extends the pause.
 			var failures, until int64
-			if err = tx.queryRow(ctx, `SELECT failures, paused_until FROM webhooks WHERE name = $1`+tx.forUpdate(),
+			// NO KEY: pushes key-share lock the row (emit) and need not wait.
+			if err = tx.queryRow(ctx, `SELECT failures, paused_until FROM webhooks WHERE name = $1`+tx.rowLock(" FOR NO KEY UPDATE"),
 				d.Webhook).Scan(&failures, &until); err != nil {
 				break
 			}
@@ -568,7 +608,10 @@ func (db *DB) Attempts(ctx context.Context, webhook string, delivery int64) ([]A
 // Redeliver makes a delivery of a webhook pending and due now, whatever
 // became of it; it is ErrNotFound if the webhook has no such delivery.
 func (tx *Tx) Redeliver(ctx context.Context, webhook string, delivery int64) error {
-	res, err := tx.exec(ctx, `UPDATE deliveries SET state = 'pending', next_at = $1, claimed_until = 0, done_at = NULL
+	// A claim still running stays: the copy in flight settles it, and no
+	// second copy goes out meanwhile.
+	res, err := tx.exec(ctx, `UPDATE deliveries SET state = 'pending', next_at = $1, due_since = $1, done_at = NULL,
+		claimed_until = CASE WHEN claimed_until > $1 THEN claimed_until ELSE 0 END
 		WHERE id = $2 AND webhook = $3`, tx.now, delivery, webhook)
 	if err != nil {
 		return err
@@ -598,7 +641,7 @@ func (db *DB) DeadDeliveries(ctx context.Context) (int64, error) {
 // the ones the file no longer has. A webhook of the API with the name of
 // one in the file becomes the file's.
 func (tx *Tx) SyncConfigWebhooks(ctx context.Context, bodies map[string]string) error {
-	stored, err := tx.db.webhooks(ctx, tx.tx, `WHERE source = 'config'`)
+	stored, err := tx.db.webhooks(ctx, tx.tx, `WHERE source = 'config'`, "")
 	if err != nil {
 		return err
 	}
@@ -630,6 +673,20 @@ func (tx *Tx) PruneOutbox(ctx context.Context, before int64) (int64, error) {
 		return 0, err
 	}
 	n, _ := res.RowsAffected()
+	// Safety nets, cheap once an hour: deliveries of webhooks gone, and a
+	// line whose head is still queued (nothing ahead to make it due).
+	if _, err := tx.exec(ctx, `DELETE FROM delivery_attempts WHERE delivery_id IN (SELECT id FROM deliveries d
+		WHERE NOT EXISTS (SELECT 1 FROM webhooks w WHERE w.name = d.webhook))`); err != nil {
+		return 0, err
+	}
+	if _, err := tx.exec(ctx, `DELETE FROM deliveries WHERE NOT EXISTS (SELECT 1 FROM webhooks w WHERE w.name = deliveries.webhook)`); err != nil {
+		return 0, err
+	}
+	if _, err := tx.exec(ctx, `UPDATE deliveries SET next_at = $1, due_since = $1 WHERE state = 'pending' AND next_at = $2
+		AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.webhook = deliveries.webhook
+			AND p.repository = deliveries.repository AND p.state = 'pending' AND p.id < deliveries.id)`, tx.now, queued); err != nil {
+		return 0, err
+	}
 	_, err = tx.exec(ctx, `DELETE FROM events WHERE created_at < $1
 		AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = events.seq)`, before)
 	return n, err

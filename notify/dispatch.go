@@ -70,6 +70,12 @@ func New(o Options) *Dispatcher {
 	if o.Client == nil {
 		o.Client = &http.Client{Timeout: 10 * time.Second}
 	}
+	// A redirect is not a delivery: a client following one would re-send
+	// the POST as a bodiless GET and count its 200. The 3xx is a failure,
+	// logged with the rest of the answer.
+	client := *o.Client
+	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	o.Client = &client
 	if len(o.Schedule) == 0 {
 		o.Schedule = DefaultSchedule()
 	}
@@ -239,7 +245,9 @@ func (d *Dispatcher) outcome(del metadata.Delivery, status int, retryAfter time.
 	case status >= 200 && status < 300:
 		return metadata.Outcome{State: metadata.DeliveryDelivered}
 	case status == http.StatusGone:
-		return metadata.Outcome{State: metadata.DeliveryDead, Disable: "the endpoint answered 410 Gone"}
+		// The endpoint is disabled; the delivery waits, first of its line,
+		// so that enabling the endpoint again resumes in order.
+		return metadata.Outcome{State: metadata.DeliveryPending, NextAt: now.UnixNano(), Disable: "the endpoint answered 410 Gone"}
 	}
 	wait := d.o.Schedule[min(int(del.Attempts), len(d.o.Schedule)-1)]
 	wait += time.Duration((rand.Float64()*0.4 - 0.2) * float64(wait))
@@ -247,7 +255,7 @@ func (d *Dispatcher) outcome(del metadata.Delivery, status int, retryAfter time.
 	next := now.Add(wait)
 	out := metadata.Outcome{State: metadata.DeliveryPending, NextAt: next.UnixNano(),
 		PauseAfter: int64(d.o.PauseAfter), PauseUntil: now.Add(d.o.PauseFor).UnixNano()}
-	if next.Sub(time.Unix(0, del.Created)) > d.o.MaxAge {
+	if next.Sub(time.Unix(0, del.DueSince)) > d.o.MaxAge {
 		out.State, out.NextAt = metadata.DeliveryDead, 0
 	}
 	return out

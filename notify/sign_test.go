@@ -88,6 +88,7 @@ func TestVerify(t *testing.T) {
 		Sign(h, "evt-1", ts, body, secrets)
 		return h
 	}
+	signedAt := func(unix int64, secrets ...string) http.Header { return signed(time.Unix(unix, 0), secrets...) }
 	with := func(h http.Header, name, value string) http.Header {
 		h = h.Clone()
 		if value == "" {
@@ -113,8 +114,10 @@ func TestVerify(t *testing.T) {
 		{"tampered id", with(good, "webhook-id", "evt-2"), body, []string{newSecret}, "no v1 signature"},
 		{"tampered timestamp", with(good, "webhook-timestamp", strconv.FormatInt(now.Unix()+1, 10)), body, []string{newSecret}, "no v1 signature"},
 		{"at the tolerance", signed(now.Add(-tolerance), newSecret), body, []string{newSecret}, ""},
-		{"stale", signed(now.Add(-tolerance-time.Second), newSecret), body, []string{newSecret}, "old, more than the tolerance"},
+		{"stale", signed(now.Add(-tolerance-time.Second), newSecret), body, []string{newSecret}, "older than the tolerance"},
 		{"future", signed(now.Add(tolerance+time.Second), newSecret), body, []string{newSecret}, "in the future"},
+		{"centuries ahead", signedAt(1<<40, newSecret), body, []string{newSecret}, "in the future"},
+		{"centuries ago", signedAt(-(1 << 40), newSecret), body, []string{newSecret}, "older than the tolerance"},
 		{"timestamp not a number", with(good, "webhook-timestamp", "2023-11-14T22:13:20Z"), body, []string{newSecret}, "not Unix seconds"},
 		{"missing id", with(good, "webhook-id", ""), body, []string{newSecret}, "missing webhook-id"},
 		{"missing timestamp", with(good, "webhook-timestamp", ""), body, []string{newSecret}, "missing webhook-timestamp"},

@@ -86,21 +86,23 @@ func (reg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) e
 }
 
 // pulled announces a pull of a blob (a GET of all of it) to the webhooks
-// that ask for pulls.
+// that ask for pulls. The blob was served already, so a failure is logged,
+// not answered.
 func (reg *Registry) pulled(r *http.Request, name string, d oci.Digest, size int64) {
-	if r.Header.Get("Range") == "" {
-		reg.blobEvent(r, metadata.ActionBlobPull, name, d, size)
+	if r.Header.Get("Range") != "" {
+		return
+	}
+	e := blobPushed(name, d, size)
+	e.Action = metadata.ActionBlobPull
+	if err := reg.db.EmitBlobEvent(context.WithoutCancel(r.Context()), e); err != nil {
+		reg.log.ErrorContext(r.Context(), "webhooks: writing a blob pull event", "repository", name, "digest", d, "error", err)
 	}
 }
 
-// blobEvent writes a blob event for the webhooks that want it. The blob
-// was stored or served already, so a failure is logged, not answered.
-func (reg *Registry) blobEvent(r *http.Request, action, name string, d oci.Digest, size int64) {
-	e := metadata.Event{Action: action, Repository: name, Digest: d, Size: size, MediaType: "application/octet-stream"}
-	if err := reg.db.EmitBlobEvent(context.WithoutCancel(r.Context()), e); err != nil {
-		reg.log.ErrorContext(r.Context(), "webhooks: writing a blob event", "action", action, "repository", name,
-			"digest", d, "error", err)
-	}
+// blobPushed is the event of a blob linked into a repository.
+func blobPushed(name string, d oci.Digest, size int64) metadata.Event {
+	return metadata.Event{Action: metadata.ActionBlobPush, Repository: name, Digest: d, Size: size,
+		MediaType: "application/octet-stream"}
 }
 
 // serveBlob answers with content, honouring Range, conditional and HEAD

@@ -33,13 +33,14 @@ func (reg *Registry) startUpload(w http.ResponseWriter, r *http.Request, rt rout
 			if err := oci.ValidateName(from); err != nil {
 				return err
 			}
-			var size int64
-			err := reg.db.InTx(ctx, func(tx *metadata.Tx) (err error) {
-				size, err = tx.MountBlob(ctx, rt.name, from, d)
-				return err
+			err := reg.db.InTx(ctx, func(tx *metadata.Tx) error {
+				size, err := tx.MountBlob(ctx, rt.name, from, d)
+				if err != nil {
+					return err
+				}
+				return tx.EmitBlobEvent(ctx, blobPushed(rt.name, d, size))
 			})
 			if err == nil {
-				reg.blobEvent(r, metadata.ActionBlobPush, rt.name, d, size)
 				blobCreated(w, rt.name, d)
 				return nil
 			}
@@ -74,10 +75,14 @@ func (reg *Registry) uploadWhole(w http.ResponseWriter, r *http.Request, name st
 	if err != nil {
 		return body.blame(err)
 	}
-	if err := reg.db.InTx(ctx, func(tx *metadata.Tx) error { return tx.LinkBlob(ctx, name, d, size) }); err != nil {
+	if err := reg.db.InTx(ctx, func(tx *metadata.Tx) error {
+		if err := tx.LinkBlob(ctx, name, d, size); err != nil {
+			return err
+		}
+		return tx.EmitBlobEvent(ctx, blobPushed(name, d, size))
+	}); err != nil {
 		return err
 	}
-	reg.blobEvent(r, metadata.ActionBlobPush, name, d, size)
 	blobCreated(w, name, d)
 	return nil
 }
@@ -156,12 +161,14 @@ func (reg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, rt rou
 			if err := tx.LinkBlob(ctx, rt.name, d, size); err != nil {
 				return err
 			}
+			if err := tx.EmitBlobEvent(ctx, blobPushed(rt.name, d, size)); err != nil {
+				return err
+			}
 			return tx.DeleteUpload(ctx, u.ID)
 		})
 		if err != nil {
 			return err
 		}
-		reg.blobEvent(r, metadata.ActionBlobPush, rt.name, d, size)
 		blobCreated(w, rt.name, d)
 		return nil
 	})

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -274,7 +275,7 @@ func toDeliveryJSON(d metadata.Delivery) deliveryJSON {
 		e.Numbered, e.Newest, e.Actor}
 	out := deliveryJSON{ID: d.ID, Event: ev, State: d.State, Attempts: d.Attempts, LastStatus: d.LastStatus,
 		Created: jsonTime(d.Created), Done: jsonTimePtr(d.Done)}
-	if d.State == metadata.DeliveryPending {
+	if d.State == metadata.DeliveryPending && d.NextAt != math.MaxInt64 { // queued behind another: no time yet
 		out.NextAt = jsonTimePtr(d.NextAt)
 	}
 	return out

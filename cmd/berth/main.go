@@ -162,7 +162,10 @@ func serve(args []string) error {
 	})
 	dispatched := make(chan struct{})
 	go func() { defer close(dispatched); dispatcher.Run(ctx) }()
-	defer func() { <-dispatched }() // after the server stopped and ctx ended: deliveries in flight finish
+	// On the way out, whatever the reason (a signal, or the listener
+	// failing): end the dispatcher, whose attempts in flight are cut short
+	// and recorded, and wait for it.
+	defer func() { stop(); <-dispatched }()
 
 	ln, err := net.Listen("tcp", c.Addr)
 	if err != nil {

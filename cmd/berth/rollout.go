@@ -688,7 +688,7 @@ func (s *swarm) updateService(ctx context.Context, id, image string) (*updated, 
 			return nil, fmt.Errorf("swarm service %s runs no container", name)
 		}
 		from, _ := cs["Image"].(string)
-		if from == image {
+		if !upgrade(from, image) {
 			return nil, nil
 		}
 		cs["Image"] = image
@@ -701,6 +701,29 @@ func (s *swarm) updateService(ctx context.Context, id, image string) (*updated, 
 			return nil, fmt.Errorf("swarm service %s: %w", name, err)
 		}
 	}
+}
+
+// upgrade reports whether a workload running the image from should move
+// to image: not if it runs it already, nor if it runs a newer version of
+// the repository than image's, whatever the state file remembers (it may
+// be new, or the event old: a redelivery, a format without "newest").
+func upgrade(from, image string) bool {
+	if from == image {
+		return false
+	}
+	v := oci.DefaultVersioning()
+	cur, okCur := v.Parse(imageTag(from))
+	next, okNext := v.Parse(imageTag(image))
+	return !okCur || !okNext || oci.Compare(next, cur) > 0
+}
+
+// imageTag is the tag of an image reference (host/repo:tag@digest), or "".
+func imageTag(ref string) string {
+	ref, _, _ = strings.Cut(ref, "@")
+	if i := strings.LastIndexByte(ref, ':'); i > strings.LastIndexByte(ref, '/') {
+		return ref[i+1:]
+	}
+	return ""
 }
 
 // kube updates Kubernetes Deployments through the API server.
@@ -850,7 +873,7 @@ func (k *kube) updateDeployment(ctx context.Context, d deployment, image string)
 	if i >= len(cs) {
 		return nil, fmt.Errorf("deployment %s has no container %q", name, want)
 	}
-	if cs[i].Image == image {
+	if !upgrade(cs[i].Image, image) {
 		return nil, nil
 	}
 	// A strategic merge patch merges containers by name: only this one's

@@ -519,3 +519,26 @@ func TestSwarmError(t *testing.T) {
 		t.Fatalf("update on a node outside a swarm: %v", err)
 	}
 }
+
+// TestUpgrade: a workload moves only to a newer version than the one it
+// runs, whatever the receiver's state file says.
+func TestUpgrade(t *testing.T) {
+	const d1, d2 = "@sha256:1111", "@sha256:2222"
+	for _, tc := range []struct {
+		from, image string
+		want        bool
+	}{
+		{"reg/app:1" + d1, "reg/app:2" + d2, true},
+		{"reg/app:2" + d2, "reg/app:1" + d1, false}, // a downgrade
+		{"reg/app:2" + d2, "reg/app:2" + d2, false}, // already there
+		{"reg/app:10", "reg/app:9" + d1, false},     // numbers, not text
+		{"reg/app:v1.9.0", "reg/app:v1.10.0" + d2, true},
+		{"reg:5000/app:latest", "reg:5000/app:3" + d1, true},  // not a version: moves
+		{"reg:5000/app" + d1, "reg:5000/app:3" + d2, true},    // no tag
+		{"reg:5000/app:3" + d1, "reg:5000/app:3" + d2, false}, // same version, other digest: not newer
+	} {
+		if got := upgrade(tc.from, tc.image); got != tc.want {
+			t.Errorf("upgrade(%q, %q) = %v, want %v", tc.from, tc.image, got, tc.want)
+		}
+	}
+}

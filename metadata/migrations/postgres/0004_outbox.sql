@@ -32,6 +32,7 @@ CREATE TABLE deliveries (
     state         TEXT    NOT NULL DEFAULT 'pending', -- pending, delivered, dead
     attempts      BIGINT  NOT NULL DEFAULT 0,
     next_at       BIGINT  NOT NULL,
+    due_since     BIGINT  NOT NULL,
     claimed_until BIGINT  NOT NULL DEFAULT 0,
     created_at    BIGINT  NOT NULL,
     done_at       BIGINT

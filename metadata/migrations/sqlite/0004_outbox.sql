@@ -16,7 +16,7 @@ CREATE TABLE webhooks (
 -- delivery per endpoint that wants the event. Within a repository, events
 -- commit in seq order.
 CREATE TABLE events (
-    seq        INTEGER PRIMARY KEY,
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT, -- never reused: deliveries name it
     id         TEXT    NOT NULL UNIQUE,
     created_at INTEGER NOT NULL,
     repository TEXT    NOT NULL,
@@ -24,13 +24,14 @@ CREATE TABLE events (
 );
 
 CREATE TABLE deliveries (
-    id            INTEGER PRIMARY KEY,
+    id            INTEGER PRIMARY KEY AUTOINCREMENT, -- never reused: an attempt in flight names it
     event_seq     INTEGER NOT NULL REFERENCES events (seq),
     webhook       TEXT    NOT NULL,
     repository    TEXT    NOT NULL,
     state         TEXT    NOT NULL DEFAULT 'pending', -- pending, delivered, dead
     attempts      INTEGER NOT NULL DEFAULT 0,
     next_at       INTEGER NOT NULL,
+    due_since     INTEGER NOT NULL, -- when it last became due: its age, for webhooks.max-age, counts from here
     claimed_until INTEGER NOT NULL DEFAULT 0,
     created_at    INTEGER NOT NULL,
     done_at       INTEGER
