@@ -109,9 +109,9 @@ const summaryColumns = `SELECT r.name, r.created_at,
 		+ (SELECT COALESCE(sum(m.size), 0) FROM repository_manifests rm JOIN manifests m ON m.digest = rm.digest WHERE rm.repository_id = r.id)
 	FROM repositories r`
 
-// unixNanos is t in Unix nanoseconds, clamped to what an int64 holds (the
+// UnixNanos is t in Unix nanoseconds, clamped to what an int64 holds (the
 // years 1678 to 2262), where UnixNano's result is undefined.
-func unixNanos(t time.Time) int64 {
+func UnixNanos(t time.Time) int64 {
 	switch {
 	case t.Before(unixTime(math.MinInt64)):
 		return math.MinInt64

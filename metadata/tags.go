@@ -41,7 +41,14 @@ type Change struct {
 	// point at *Expect ("": the tag must not be live), or the change fails
 	// with a *TagConflictError.
 	Expect *oci.Digest
+	// MinNewer, for a delete of a numbered tag: at least this many newer
+	// versions must be live, or the delete fails with ErrKept (retention
+	// decided on a snapshot; newer tags may have gone since).
+	MinNewer int
 }
+
+// ErrKept: a delete would have left fewer newer versions than MinNewer.
+var ErrKept = errors.New("metadata: too few newer versions remain; the tag is kept")
 
 // The actions recorded in tag history.
 const (
@@ -241,6 +248,9 @@ func (db *DB) EnsureVersionKeys(ctx context.Context, repo string, v *oci.Version
 		if err != nil {
 			return err
 		}
+		if err := tx.lockTags(ctx, id); err != nil {
+			return err
+		}
 		return tx.ensureKeys(ctx, id, v)
 	})
 }
@@ -320,6 +330,16 @@ func (tx *Tx) DeleteTag(ctx context.Context, repo, tag string, c Change) (oci.Di
 	}
 	if c.Expect != nil && *c.Expect != d {
 		return "", &TagConflictError{Tag: tag, Current: d}
+	}
+	if c.MinNewer > 0 {
+		var newer int
+		if err := tx.queryRow(ctx, `SELECT count(*) FROM tags WHERE repository_id = $1 AND ended_at IS NULL
+			AND version_key IS NOT NULL AND version_key > $2`, id, key).Scan(&newer); err != nil {
+			return "", err
+		}
+		if key == nil || newer < c.MinNewer {
+			return "", ErrKept
+		}
 	}
 	if _, err = tx.exec(ctx, `UPDATE tags SET ended_at = `+endAt+`, ended_by = $2, end_action = $3
 		WHERE repository_id = $4 AND name = $5 AND ended_at IS NULL`, tx.now, c.Actor, c.Action, id, tag); err != nil {
@@ -461,10 +481,10 @@ func (db *DB) TagHistoryDescriptors(ctx context.Context, repo, tag string, befor
 	// query text, and its prepared statement, is always the same.
 	startedBefore, after := int64(math.MaxInt64), int64(math.MinInt64)
 	if !f.Before.IsZero() {
-		startedBefore = unixNanos(f.Before)
+		startedBefore = UnixNanos(f.Before)
 	}
 	if !f.After.IsZero() {
-		after = unixNanos(f.After)
+		after = UnixNanos(f.After)
 	}
 	rows, err := db.query(ctx, tagDescriptorsQuery, repo, tag, below(before), n, startedBefore, after, string(f.Digest))
 	if err != nil {
@@ -491,6 +511,19 @@ const tagDescriptorsQuery = `SELECT ` + tagEventColumns + `, m.media_type, m.siz
 	WHERE t.repository_id = (SELECT id FROM repositories WHERE name = $1) AND t.name = $2 AND t.id < $3
 	AND t.started_at < $5 AND COALESCE(t.ended_at, t.started_at) > $6 AND ($7 = '' OR t.manifest_digest = $7)
 	ORDER BY t.id DESC LIMIT $4`
+
+// HighestVersion returns the history row of the highest version the
+// repository has had, live or deleted (keys of deleted tags are those of
+// the ordering when they were deleted); ErrNotFound if none.
+func (db *DB) HighestVersion(ctx context.Context, repo string) (TagEvent, error) {
+	rows, err := db.tagEvents(ctx, `SELECT `+tagEventColumns+` FROM tags t
+		WHERE t.repository_id = (SELECT id FROM repositories WHERE name = $1) AND t.version_key IS NOT NULL
+		ORDER BY t.version_key DESC, t.id DESC LIMIT 1`, repo)
+	if err != nil || len(rows) == 0 {
+		return TagEvent{}, orNotFound(err)
+	}
+	return rows[0], nil
+}
 
 // The states of tags TagStates lists.
 const (

@@ -125,11 +125,14 @@ func (v *Versioning) Parse(tag string) (Version, bool) {
 						continue
 					}
 					if !isDigits(m[i]) {
-						return Version{}, false
+						nums = nil
+						break
 					}
 					nums = append(nums, m[i])
 				}
-				return numbered(tag, nums, nil), true
+				if nums != nil {
+					return numbered(tag, nums, nil), true
+				}
 			}
 		case OrderLexical:
 			return Version{Tag: tag, Key: []byte(tag)}, true

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -151,7 +152,7 @@ func (reg *Registry) admin(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
-	if rt.tag != "" {
+	if rt.tag != "" || rt.endpoint == adTag || rt.endpoint == adTagHistory || rt.endpoint == adRestore {
 		if err := oci.ValidateTag(rt.tag); err != nil {
 			return err
 		}
@@ -234,17 +235,28 @@ func (reg *Registry) checkRepository(r *http.Request, name string) error {
 	return err
 }
 
-// readBody decodes a JSON request body, refusing unknown fields; a missing
-// body leaves v as it is.
+// readBody decodes the JSON object of a request body, refusing unknown
+// fields, and a missing, empty or null body.
 func readBody(r *http.Request, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 1<<20))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil && err != io.EOF {
-		e := newError(http.StatusBadRequest, codeRequestInvalid, "invalid JSON body: "+err.Error())
-		return errors.Join(e, err) // the cause, for handlers that tell causes apart
+	invalid := func(why string) error {
+		return newError(http.StatusBadRequest, codeRequestInvalid, "invalid JSON body: "+why)
 	}
-	if dec.More() {
-		return newError(http.StatusBadRequest, codeRequestInvalid, "invalid JSON body: more than one value")
+	var raw json.RawMessage
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 1<<20))
+	switch err := dec.Decode(&raw); {
+	case err == io.EOF:
+		return invalid("the request needs one")
+	case err != nil:
+		return invalid(err.Error())
+	case dec.More():
+		return invalid("more than one value")
+	case string(raw) == "null":
+		return invalid("null")
+	}
+	dec = json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return errors.Join(invalid(err.Error()), err) // the cause, for handlers that tell causes apart
 	}
 	return nil
 }
@@ -485,11 +497,13 @@ func (reg *Registry) tagHistory(w http.ResponseWriter, r *http.Request, rt admin
 	if err != nil {
 		return err
 	}
-	if len(rows) == 0 && before == 0 {
+	if len(rows) == 0 {
 		if err := reg.checkRepository(r, rt.name); err != nil {
 			return err
 		}
-		return tagUnknown(rt.tag, "the tag has no history in this repository")
+		if before == 0 {
+			return tagUnknown(rt.tag, "the tag has no history in this repository")
+		}
 	}
 	rows, next := trimPage(w, r, rows, n, eventCursor)
 	return writeJSON(w, "application/json", struct {
@@ -520,7 +534,7 @@ func (reg *Registry) repositoryHistory(w http.ResponseWriter, r *http.Request, r
 			if err != nil {
 				return newError(http.StatusBadRequest, codeRequestInvalid, param+" must be an RFC 3339 time, such as 2026-11-26T10:00:00Z")
 			}
-			*v = t.UnixNano()
+			*v = metadata.UnixNanos(t)
 		}
 	}
 	rows, err := reg.db.RepositoryHistoryPage(r.Context(), rt.name, since, until, cursor, n+1)
@@ -559,7 +573,7 @@ func (reg *Registry) versions(w http.ResponseWriter, r *http.Request, rt adminRo
 	c := r.URL.Query().Get("cursor")
 	if c != "" {
 		v, ok := p.versioning.Parse(c)
-		if !ok {
+		if !ok || oci.ValidateTag(c) != nil {
 			return errInvalidCursor
 		}
 		after = v.Key
@@ -776,21 +790,44 @@ func (reg *Registry) rollbackTarget(r *http.Request, name, to string) (oci.Diges
 	return last[0].Digest, nil
 }
 
-// nextVersion is the number after the repository's newest version.
+// nextVersion is the number after the highest version the repository
+// has ever had, live or deleted: a number once pulled (say a bad 3, since
+// deleted) is never published again for other content, since nodes that
+// pulled it would not pull it again. It has no history at all.
 func (reg *Registry) nextVersion(r *http.Request, name string, p *tagPolicy) (string, error) {
-	newest, err := reg.db.Versions(r.Context(), name, nil, 1)
+	ctx := r.Context()
+	newest, err := reg.db.Versions(ctx, name, nil, 1)
 	if err != nil {
 		return "", err
 	}
-	if len(newest) == 0 {
+	highest, err := reg.db.HighestVersion(ctx, name)
+	if errors.Is(err, metadata.ErrNotFound) || len(newest) == 0 {
 		return "", newError(http.StatusConflict, codeTagConflict, "the repository has no numbered tag to count from; name the tag to publish")
 	}
-	next, ok := oci.Next(newest[0].Tag)
-	if v, numbered := p.versioning.Parse(next); !ok || !numbered || string(v.Key) <= newest[0].VersionKey {
-		return "", newError(http.StatusConflict, codeTagConflict,
-			fmt.Sprintf("no number after %s reads as a newer version; name the tag to publish", newest[0].Tag))
+	if err != nil {
+		return "", err
 	}
-	return next, nil
+	from := highest.Tag
+	if v, ok := p.versioning.Parse(from); !ok || string(v.Key) < newest[0].VersionKey {
+		from = newest[0].Tag // keys of deleted tags from another ordering
+	}
+	for range 100 {
+		next, ok := oci.Next(from)
+		v, numbered := p.versioning.Parse(next)
+		if !ok || oci.ValidateTag(next) != nil || !numbered || string(v.Key) <= newest[0].VersionKey {
+			return "", newError(http.StatusConflict, codeTagConflict,
+				fmt.Sprintf("no number after %s reads as a newer version; name the tag to publish", from))
+		}
+		past, err := reg.db.TagHistoryPage(ctx, name, next, 0, 1)
+		if err != nil {
+			return "", err
+		}
+		if len(past) == 0 {
+			return next, nil
+		}
+		from = next
+	}
+	return "", newError(http.StatusConflict, codeTagConflict, "no unused number found after "+from+"; name the tag to publish")
 }
 
 // policyJSON is a repository's effective policy and the rules it comes from.
@@ -821,9 +858,6 @@ func (reg *Registry) getPolicy(w http.ResponseWriter, r *http.Request, rt adminR
 //
 // PUT /admin/v1/repositories/<name or glob>/policy
 func (reg *Registry) putPolicy(w http.ResponseWriter, r *http.Request, rt adminRoute) error {
-	if r.ContentLength == 0 {
-		return newError(http.StatusBadRequest, codeRequestInvalid, "the body must be a policy, such as {\"immutableNumbered\": false}")
-	}
 	var p Policy
 	if err := readBody(r, &p); err != nil {
 		var bad *badDuration

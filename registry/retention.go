@@ -43,28 +43,35 @@ func (reg *Registry) condemned(ctx context.Context, name string, p *tagPolicy) (
 }
 
 // enforceRetention deletes the tags retention condemns, each only if it
-// still points where it did when condemned, and returns those it deleted.
+// still points where it did when condemned and as many newer versions as
+// were kept are still live, and returns those it deleted.
 func (reg *Registry) enforceRetention(ctx context.Context, name string, p *tagPolicy) ([]metadata.TagEvent, error) {
 	doomed, err := reg.condemned(ctx, name, p)
 	if err != nil {
 		return nil, err
 	}
-	return reg.deleteCondemned(ctx, name, doomed)
+	minNewer := 1 // the newest is always kept
+	if k := p.Retention.KeepNewest; k != nil {
+		minNewer = max(minNewer, *k)
+	}
+	return reg.deleteCondemned(ctx, name, doomed, minNewer)
 }
 
 // deleteCondemned deletes the tags condemned returned, each only if it
-// still points where it did then, and returns those it deleted.
-func (reg *Registry) deleteCondemned(ctx context.Context, name string, doomed []metadata.TagEvent) ([]metadata.TagEvent, error) {
+// still points where it did then and at least minNewer newer versions are
+// live, and returns those it deleted.
+func (reg *Registry) deleteCondemned(ctx context.Context, name string, doomed []metadata.TagEvent, minNewer int) ([]metadata.TagEvent, error) {
 	var deleted []metadata.TagEvent
 	for _, e := range doomed {
 		err := reg.db.InTx(ctx, func(tx *metadata.Tx) error {
-			_, err := tx.DeleteTag(ctx, name, e.Tag, metadata.Change{Actor: retentionActor, Action: metadata.ActionRetention, Expect: &e.Digest})
+			_, err := tx.DeleteTag(ctx, name, e.Tag, metadata.Change{Actor: retentionActor, Action: metadata.ActionRetention,
+				Expect: &e.Digest, MinNewer: minNewer})
 			return err
 		})
 		var conflict *metadata.TagConflictError
 		switch {
-		case errors.As(err, &conflict) || errors.Is(err, metadata.ErrNotFound):
-			continue // moved or deleted meanwhile: no longer this decision's to make
+		case errors.As(err, &conflict) || errors.Is(err, metadata.ErrNotFound) || errors.Is(err, metadata.ErrKept):
+			continue // changed meanwhile: no longer this decision's to make
 		case err != nil:
 			return deleted, err
 		}

@@ -169,7 +169,7 @@ func TestRetentionSkipsChangedTags(t *testing.T) {
 	s.do("PUT", "/admin/v1/repositories/app/tags/2", []byte(fmt.Sprintf(`{"digest":%q}`, other))).expect(t, http.StatusOK, "")
 	s.do("DELETE", "/admin/v1/repositories/app/tags/0", nil).expect(t, http.StatusOK, "")
 
-	deleted, err := reg.deleteCondemned(t.Context(), "app", doomed)
+	deleted, err := reg.deleteCondemned(t.Context(), "app", doomed, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

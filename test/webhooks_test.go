@@ -719,8 +719,8 @@ func expectCloudEvent(t *testing.T, rq received, e metadata.Event) {
 }
 
 // TestWebhookGoneDisables: a receiver answering 410 Gone disables its endpoint (the admin API
-// shows when and why); later events are not sent to it, while another endpoint gets them; once
-// enabled again it gets the next event.
+// shows when and why) and the delivery waits; events while it is disabled are not sent to it,
+// while another endpoint gets them; once enabled again it gets the waiting event, then the next.
 func TestWebhookGoneDisables(t *testing.T) {
 	t.Parallel()
 	eachDatabase(t, func(t *testing.T, db []string) {
@@ -743,8 +743,9 @@ func TestWebhookGoneDisables(t *testing.T) {
 		if i := slices.IndexFunc(listed, func(w hookState) bool { return w.Name == "gone" }); i < 0 || listed[i].Disabled == nil {
 			t.Errorf("GET /admin/v1/webhooks does not show gone disabled: %+v", listed)
 		}
-		if d := waitDeliveries(t, s, "gone", "the dead delivery", func(ds []hookDelivery) bool { return len(ds) == 1 && ds[0].State != "pending" })[0]; d.State != metadata.DeliveryDead || d.LastStatus != http.StatusGone {
-			t.Errorf("the delivery answered 410: state %s, last status %d; want dead, 410", d.State, d.LastStatus)
+		// The delivery answered 410 waits, first of its line, for the endpoint to come back.
+		if d := waitDeliveries(t, s, "gone", "the attempt answered 410", func(ds []hookDelivery) bool { return len(ds) == 1 && ds[0].Attempts == 1 })[0]; d.State != metadata.DeliveryPending || d.LastStatus != http.StatusGone {
+			t.Errorf("the delivery answered 410: state %s, last status %d; want pending, 410", d.State, d.LastStatus)
 		}
 
 		pushTags(t, s, repo, "2")
@@ -759,10 +760,11 @@ func TestWebhookGoneDisables(t *testing.T) {
 			t.Fatalf("after POST enable: %+v", enabled)
 		}
 		pushTags(t, s, repo, "3")
-		reqs := gone.waitFor(t, "the event after enabling", func(reqs []received) bool { return len(reqs) >= 2 })
+		reqs := gone.waitFor(t, "the events after enabling", func(reqs []received) bool { return len(reqs) >= 3 })
 		control.waitFor(t, "the third event at the other endpoint", func(reqs []received) bool { return len(reqs) >= 3 })
-		if ce := decodeCloudEvent(t, reqs[1]); len(reqs) != 2 || ce.Data.Tag != "3" {
-			t.Fatalf("after enabling the endpoint got tag %s, want 3, the one pushed after:\n%s", ce.Data.Tag, describe(reqs))
+		// In order: first the one answered 410, then the one pushed after; not the one pushed while disabled.
+		if first, next := decodeCloudEvent(t, reqs[1]), decodeCloudEvent(t, reqs[2]); len(reqs) != 3 || first.Data.Tag != "1" || next.Data.Tag != "3" {
+			t.Fatalf("after enabling the endpoint got tags %s, %s; want 1 again, then 3:\n%s", first.Data.Tag, next.Data.Tag, describe(reqs))
 		}
 		if n := len(control.requests()); n != 3 {
 			t.Fatalf("the other endpoint got %d requests for three events", n)
