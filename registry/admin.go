@@ -448,7 +448,15 @@ func (reg *Registry) listAdminTags(w http.ResponseWriter, r *http.Request, rt ad
 			out[i].Rank = k + 1
 		}
 		if until := e.End + int64(reg.restoreWindow); e.End != 0 && until > now {
-			out[i].RestorableUntil = jsonTimePtr(until)
+			// Restorable only while the repository has the manifest still
+			// (a manifest deleted by digest ends its tags for good).
+			_, err := reg.db.Resolve(r.Context(), rt.name, oci.Reference{Digest: e.Digest})
+			switch {
+			case err == nil:
+				out[i].RestorableUntil = jsonTimePtr(until)
+			case !errors.Is(err, metadata.ErrNotFound):
+				return err
+			}
 		}
 	}
 	return writeJSON(w, "application/json", struct {

@@ -188,3 +188,35 @@ func TestHistoryCursorUnknownRepo(t *testing.T) {
 		t.Errorf("unknown repository with a cursor: %d, want 404 NAME_UNKNOWN", r.StatusCode)
 	}
 }
+
+// TestRestorableOnlyWithManifest: a tag ended by the delete of its
+// manifest is listed as deleted but not as restorable.
+func TestRestorableOnlyWithManifest(t *testing.T) {
+	s := newServer(t)
+	m, d := s.pushImage("app", "1", []byte("x"))
+	s.do("PUT", "/v2/app/manifests/2", m, "Content-Type", oci.MediaTypeImageManifest).expect(t, http.StatusCreated, "")
+	s.do("DELETE", "/v2/app/manifests/2", nil).expect(t, http.StatusAccepted, "")
+	var list struct {
+		Tags []struct {
+			Tag             string  `json:"tag"`
+			RestorableUntil *string `json:"restorableUntil"`
+		} `json:"tags"`
+	}
+	r := s.do("GET", "/admin/v1/repositories/app/tags?state=deleted", nil)
+	json.Unmarshal(r.body, &list)
+	if len(list.Tags) != 1 || list.Tags[0].Tag != "2" || list.Tags[0].RestorableUntil == nil {
+		t.Fatalf("deleted tags after a tag delete: %+v", list.Tags)
+	}
+	s.do("DELETE", "/v2/app/manifests/"+string(d), nil).expect(t, http.StatusAccepted, "")
+	list.Tags = nil
+	r = s.do("GET", "/admin/v1/repositories/app/tags?state=deleted", nil)
+	json.Unmarshal(r.body, &list)
+	if len(list.Tags) != 2 {
+		t.Fatalf("deleted tags after the manifest's delete: %+v", list.Tags)
+	}
+	for _, tag := range list.Tags {
+		if tag.RestorableUntil != nil {
+			t.Errorf("tag %s is listed restorable, but its manifest is deleted", tag.Tag)
+		}
+	}
+}
