@@ -35,25 +35,39 @@ func PurgeUploads(ctx context.Context, db *metadata.DB, store *storage.Store, be
 			rep.Sessions++
 		}
 	}
-	var errs []error
-	err = store.ListUploads(ctx, func(o storage.Object) error {
-		id := strings.TrimPrefix(o.Key, storage.UploadsPrefix)
-		if !o.ModTime.Before(before) {
-			return nil
+	err = orphanUploads(ctx, db, store, before, true, func(o storage.Object, old, removed bool) {
+		if removed {
+			rep.Files++
+			rep.Bytes += o.Size
 		}
+	})
+	return rep, err
+}
+
+// orphanUploads calls fn for every upload's bytes in storage that have no
+// session, saying whether they were last written before the cutoff and, if
+// remove, whether they were deleted (those before the cutoff are). Bytes of
+// a session are skipped.
+func orphanUploads(ctx context.Context, db *metadata.DB, store *storage.Store, before time.Time, remove bool,
+	fn func(o storage.Object, old, removed bool)) error {
+	var errs []error
+	err := store.ListUploads(ctx, func(o storage.Object) error {
+		id := strings.TrimPrefix(o.Key, storage.UploadsPrefix)
 		live, err := db.UploadExists(ctx, id)
 		if err != nil || live {
 			return err
 		}
-		if err := store.CancelUpload(ctx, id); err != nil {
-			errs = append(errs, err)
-			return nil
+		old := !o.ModTime.IsZero() && o.ModTime.Before(before)
+		if old && remove {
+			if err := store.CancelUpload(ctx, id); err != nil {
+				errs = append(errs, err)
+				return nil
+			}
 		}
-		rep.Files++
-		rep.Bytes += o.Size
+		fn(o, old, old && remove)
 		return nil
 	})
-	return rep, errors.Join(append(errs, err)...)
+	return errors.Join(append(errs, err)...)
 }
 
 // purgeSession forgets a stale upload session unless a request is working

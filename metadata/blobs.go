@@ -60,3 +60,39 @@ const blobInRepoQuery = `SELECT b.size FROM repository_blobs rb
 	JOIN repositories r ON r.id = rb.repository_id
 	JOIN blobs b ON b.digest = rb.digest
 	WHERE r.name = $1 AND rb.digest = $2 AND b.state = 'live'`
+
+// BlobRecord is one row of the blobs table: a blob the registry stored.
+type BlobRecord struct {
+	Digest     oci.Digest
+	Size       int64
+	Created    int64 // Unix nanoseconds
+	LastLinked int64 // Unix nanoseconds
+	State      string
+}
+
+// Blobs returns up to n blobs rows with digests after the digest after, in
+// digest order, whatever their state: pages for a walk over every blob.
+func (db *DB) Blobs(ctx context.Context, after oci.Digest, n int) ([]BlobRecord, error) {
+	rows, err := db.query(ctx, `SELECT digest, size, created_at, last_linked_at, state FROM blobs
+		WHERE digest > $1 ORDER BY digest LIMIT $2`, after, n)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []BlobRecord{}
+	for rows.Next() {
+		var b BlobRecord
+		if err := rows.Scan(&b.Digest, &b.Size, &b.Created, &b.LastLinked, &b.State); err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	return out, rows.Err()
+}
+
+// BlobExists reports whether the blobs table has a row for d, whatever its state.
+func (db *DB) BlobExists(ctx context.Context, d oci.Digest) (bool, error) {
+	var n int
+	err := db.queryRow(ctx, `SELECT count(*) FROM blobs WHERE digest = $1`, d).Scan(&n)
+	return n > 0, err
+}

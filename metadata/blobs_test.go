@@ -3,9 +3,11 @@ package metadata_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/berthhq/berth/metadata"
+	"github.com/berthhq/berth/oci"
 )
 
 func TestBlobIsolation(t *testing.T) { forEachBackend(t, testBlobIsolation) }
@@ -119,5 +121,52 @@ func testUnlinkBlob(t *testing.T, be backend) {
 	inTx(t, db, func(ctx context.Context, tx *metadata.Tx) error { return tx.LinkBlob(ctx, "a", b.digest, b.size) })
 	if _, err := db.BlobInRepo(t.Context(), "a", b.digest); err != nil {
 		t.Errorf("BlobInRepo after relink: %v", err)
+	}
+}
+
+func TestBlobsPages(t *testing.T) { forEachBackend(t, testBlobsPages) }
+
+// testBlobsPages: Blobs walks every row in digest order, a page at a time,
+// and BlobExists answers for one digest.
+func testBlobsPages(t *testing.T, be backend) {
+	c := newClock()
+	db := be.open(t, c)
+	var want []oci.Digest
+	sizes := map[oci.Digest]int64{}
+	for _, s := range []string{"one", "two", "three", "four", "five"} {
+		b := newBlob(s)
+		link(t, db, "app", b)
+		want = append(want, b.digest)
+		sizes[b.digest] = b.size
+	}
+	slices.Sort(want)
+	var got []oci.Digest
+	var after oci.Digest
+	for {
+		page, err := db.Blobs(t.Context(), after, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		if len(page) > 2 {
+			t.Fatalf("a page of %d rows, asked for 2", len(page))
+		}
+		for _, b := range page {
+			if b.State != "live" || b.Size != sizes[b.Digest] || b.Created != c.Now().UnixNano() || b.LastLinked != b.Created {
+				t.Errorf("row %+v", b)
+			}
+			got = append(got, b.Digest)
+		}
+		after = page[len(page)-1].Digest
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("Blobs walked %v, want %v", got, want)
+	}
+	for d, ok := range map[oci.Digest]bool{want[0]: true, newBlob("never").digest: false} {
+		if exists, err := db.BlobExists(t.Context(), d); err != nil || exists != ok {
+			t.Errorf("BlobExists(%s) = %v, %v; want %v", d, exists, err, ok)
+		}
 	}
 }

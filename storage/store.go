@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,6 +30,28 @@ func NewStore(d Driver) *Store { return &Store{d: d} }
 func BlobKey(d oci.Digest) string {
 	hex := d.Encoded()
 	return fmt.Sprintf("blobs/%s/%s/%s", d.Algorithm(), hex[:2], hex)
+}
+
+// BlobsPrefix starts the key of every blob's bytes.
+const BlobsPrefix = "blobs/"
+
+// BlobDigest returns the digest whose BlobKey is key, or false when key is
+// not where any blob lives.
+func BlobDigest(key string) (oci.Digest, bool) {
+	parts := strings.Split(key, "/")
+	if len(parts) != 4 || parts[0]+"/" != BlobsPrefix {
+		return "", false
+	}
+	d, err := oci.ParseDigest(parts[1] + ":" + parts[3])
+	if err != nil || BlobKey(d) != key {
+		return "", false
+	}
+	return d, true
+}
+
+// ListBlobs calls fn for every object under blobs/, blob or not.
+func (s *Store) ListBlobs(ctx context.Context, fn func(Object) error) error {
+	return s.d.List(ctx, BlobsPrefix, fn)
 }
 
 // UploadsPrefix starts the key of every upload's bytes.

@@ -99,6 +99,26 @@ func TestBlobKey(t *testing.T) {
 	}
 }
 
+func TestBlobDigest(t *testing.T) {
+	hex := "b5bb9d8014a0f9b1d61e21e796d78dccdf1352f23cd32812f4850b878ae4944c"
+	for _, d := range []oci.Digest{oci.Digest("sha256:" + hex), sha512Of("x")} {
+		if got, ok := storage.BlobDigest(storage.BlobKey(d)); !ok || got != d {
+			t.Errorf("BlobDigest(BlobKey(%s)) = %s, %v", d, got, ok)
+		}
+	}
+	for _, key := range []string{
+		"blobs/sha256/00/" + hex, // in the wrong directory
+		"blobs/sha256/b5/" + hex[:10],
+		"blobs/md5/b5/" + hex,
+		"blobs/sha256/" + hex,
+		"uploads/sha256/b5/" + hex,
+	} {
+		if d, ok := storage.BlobDigest(key); ok {
+			t.Errorf("BlobDigest(%q) = %s, want none", key, d)
+		}
+	}
+}
+
 func TestCommit(t *testing.T) {
 	tests := []struct {
 		name   string

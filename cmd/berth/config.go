@@ -124,13 +124,24 @@ func envName(flagName string) string {
 
 // loadConfig parses args, then fills every option not given as a flag from
 // the environment, then from the YAML file named by --config or BERTH_CONFIG.
-func loadConfig(name string, args []string) (*config, error) {
+// A command other than serve (berth check) declares its own flags in extra;
+// those are read from the command line only.
+func loadConfig(name string, args []string, extra ...func(*flag.FlagSet)) (*config, error) {
 	c := &config{}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	c.flags(fs)
 	configFile := fs.String("config", os.Getenv("BERTH_CONFIG"), "YAML configuration file (keys as the flag names, dots nest)")
+	shared := map[string]bool{}
+	fs.VisitAll(func(f *flag.Flag) { shared[f.Name] = f.Name != "config" })
+	for _, declare := range extra {
+		declare(fs)
+	}
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: berth %s [flags]\n\nEvery flag can also be set in the YAML file or as BERTH_<NAME> in the environment,\nfor example --log.level as BERTH_LOG_LEVEL; flags override the environment, which overrides the file.\n\nFlags:\n", name)
+		fmt.Fprintf(fs.Output(), "Usage: berth %s [flags]\n\nEvery flag can also be set in the YAML file or as BERTH_<NAME> in the environment,\nfor example --log.level as BERTH_LOG_LEVEL; flags override the environment, which overrides the file.\n", name)
+		if len(extra) > 0 {
+			fmt.Fprintf(fs.Output(), "The flags of berth %s itself, which serve does not have, are read from the command line only.\n", name)
+		}
+		fmt.Fprint(fs.Output(), "\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -173,12 +184,12 @@ func loadConfig(name string, args []string) (*config, error) {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		if fs.Lookup(k) == nil || k == "config" {
+		if !shared[k] {
 			errs = append(errs, fmt.Errorf("%s: unknown option %q", *configFile, k))
 		}
 	}
 	fs.VisitAll(func(f *flag.Flag) {
-		if onCommandLine[f.Name] || f.Name == "config" {
+		if onCommandLine[f.Name] || !shared[f.Name] {
 			return
 		}
 		v, ok := os.LookupEnv(envName(f.Name))

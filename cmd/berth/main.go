@@ -41,6 +41,9 @@ Usage:
   berth serve [flags]   run the registry (berth serve --help lists the flags)
   berth rollout [flags] roll Swarm services and Kubernetes Deployments to the
                         newest image on Berth's webhooks (berth rollout --help)
+  berth check [flags]   compare metadata with storage: missing, mis-sized,
+                        corrupt (--rehash) and orphan blobs; --repair deletes
+                        the orphans (berth check --help)
 
 Admin commands, clients of a running registry's admin API:
 `)
@@ -70,6 +73,8 @@ func main() {
 		err = serve(os.Args[2:])
 	case "rollout":
 		err = rollout(os.Args[2:])
+	case "check":
+		err = check(os.Args[2:], os.Stdout, os.Stderr)
 	case "help", "-h", "--help":
 		fmt.Print(usage())
 		return
@@ -129,15 +134,7 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
-	mo := metadata.Options{PostgresURL: c.Database}
-	if !c.isPostgres() {
-		mo = metadata.Options{SQLitePath: c.Database}
-		if err := os.MkdirAll(filepath.Dir(c.Database), 0o755); err != nil {
-			return err
-		}
-	}
-	mo.Route = notify.Router()
-	db, err := metadata.Open(ctx, mo)
+	db, err := openDB(ctx, c)
 	if err != nil {
 		return err
 	}
@@ -245,6 +242,20 @@ func syncWebhooks(ctx context.Context, db *metadata.DB, endpoints []notify.Endpo
 func instanceID() string {
 	host, _ := os.Hostname()
 	return fmt.Sprintf("%s-%d", host, os.Getpid())
+}
+
+// openDB opens the configured metadata database, creating a SQLite file's
+// directory if need be.
+func openDB(ctx context.Context, c *config) (*metadata.DB, error) {
+	mo := metadata.Options{PostgresURL: c.Database}
+	if !c.isPostgres() {
+		mo = metadata.Options{SQLitePath: c.Database}
+		if err := os.MkdirAll(filepath.Dir(c.Database), 0o755); err != nil {
+			return nil, err
+		}
+	}
+	mo.Route = notify.Router()
+	return metadata.Open(ctx, mo)
 }
 
 // openStore opens the configured storage driver.

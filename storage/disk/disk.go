@@ -10,6 +10,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/berthhq/berth/storage"
 	"golang.org/x/sys/unix"
@@ -145,6 +146,12 @@ func (d *Driver) Move(_ context.Context, from, to string) error {
 	if err := os.Rename(src, dst); err != nil {
 		return notFound(err)
 	}
+	// A rename keeps the file's time, that of its last chunk, which may be
+	// long ago; List reports when the key was written, which is now. The
+	// orphan scan's grace period counts from it. Best effort: the object is
+	// published either way.
+	now := time.Now()
+	_ = os.Chtimes(dst, now, now)
 	if d.noSync {
 		return nil
 	}
