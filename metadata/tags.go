@@ -494,13 +494,9 @@ func (db *DB) TagHistoryDescriptors(ctx context.Context, repo, tag string, befor
 	var out []TagDescriptor
 	for rows.Next() {
 		var d TagDescriptor
-		e := &d.TagEvent
-		var key []byte
-		if err := rows.Scan(&e.ID, &e.Tag, &e.Digest, &e.Start, &e.End, &e.Actor, &e.Action, &e.EndedBy, &e.EndAction, &key,
-			&d.MediaType, &d.Size); err != nil {
+		if err := scanTagEvent(rows, &d.TagEvent, &d.MediaType, &d.Size); err != nil {
 			return nil, err
 		}
-		e.VersionKey = string(key)
 		out = append(out, d)
 	}
 	return out, rows.Err()
@@ -586,12 +582,22 @@ func (db *DB) tagEvents(ctx context.Context, query string, args ...any) ([]TagEv
 	var out []TagEvent
 	for rows.Next() {
 		var e TagEvent
-		var key []byte
-		if err := rows.Scan(&e.ID, &e.Tag, &e.Digest, &e.Start, &e.End, &e.Actor, &e.Action, &e.EndedBy, &e.EndAction, &key); err != nil {
+		if err := scanTagEvent(rows, &e); err != nil {
 			return nil, err
 		}
-		e.VersionKey = string(key)
 		out = append(out, e)
 	}
 	return out, rows.Err()
+}
+
+// scanTagEvent scans the tagEventColumns of a row into e, and the columns
+// that follow them into more.
+func scanTagEvent(r row, e *TagEvent, more ...any) error {
+	var key []byte
+	dest := append([]any{&e.ID, &e.Tag, &e.Digest, &e.Start, &e.End, &e.Actor, &e.Action, &e.EndedBy, &e.EndAction, &key}, more...)
+	if err := r.Scan(dest...); err != nil {
+		return err
+	}
+	e.VersionKey = string(key)
+	return nil
 }
