@@ -216,9 +216,8 @@ func (db *DB) Ping(ctx context.Context) error { return db.read.PingContext(ctx) 
 // once take around their migrations, so exactly one applies each.
 var migrationLock = lockKey("berth", "migrations")
 
-// migrate applies the embedded migrations not yet recorded, each in its own
-// transaction, in file-name order. On PostgreSQL it holds an advisory lock
-// meanwhile: the others wait, then find every migration recorded.
+// createMigrationsTable runs ddl, the dialect's migrationsTable, in a
+// transaction of its own on conn.
 func createMigrationsTable(ctx context.Context, conn *sql.Conn, ddl string) error {
 	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
@@ -231,6 +230,9 @@ func createMigrationsTable(ctx context.Context, conn *sql.Conn, ddl string) erro
 	return tx.Commit()
 }
 
+// migrate applies the embedded migrations not yet recorded, each in its own
+// transaction, in file-name order. On PostgreSQL it holds an advisory lock
+// meanwhile: the others wait, then find every migration recorded.
 func (db *DB) migrate(ctx context.Context) error {
 	// One connection throughout: the advisory lock belongs to a session.
 	var conn *sql.Conn

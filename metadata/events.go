@@ -533,7 +533,7 @@ func (db *DB) RecordAttempt(ctx context.Context, d Delivery, a Attempt, out Outc
 			return err
 		}
 		var done any
-		if out.State != DeliveryPending {
+		if settled {
 			done = tx.now
 		}
 		if _, err := tx.exec(ctx, `UPDATE deliveries SET state = $1, attempts = $2, next_at = $3, claimed_until = 0,
