@@ -299,16 +299,21 @@ func (tx *Tx) SetTag(ctx context.Context, repo, tag string, d oci.Digest, c Chan
 	if err != nil {
 		return "", err
 	}
+	return tx.setTag(ctx, id, tag, d, c)
+}
+
+// setTag is SetTag in the repository with id repoID.
+func (tx *Tx) setTag(ctx context.Context, repoID int64, tag string, d oci.Digest, c Change) (oci.Digest, error) {
 	var one int
-	err = tx.queryRow(ctx, `SELECT 1 FROM repository_manifests WHERE repository_id = $1 AND digest = $2`+tx.forShare(),
-		id, d).Scan(&one)
+	err := tx.queryRow(ctx, `SELECT 1 FROM repository_manifests WHERE repository_id = $1 AND digest = $2`+tx.forShare(),
+		repoID, d).Scan(&one)
 	if err == sql.ErrNoRows {
 		return "", &MissingReferenceError{Kind: oci.KindManifest, Digest: d}
 	}
 	if err != nil {
 		return "", err
 	}
-	return tx.moveTag(ctx, id, tag, d, c)
+	return tx.moveTag(ctx, repoID, tag, d, c)
 }
 
 // DeleteTag ends a tag's live history row and returns where it pointed;
@@ -375,7 +380,7 @@ func (tx *Tx) RestoreTag(ctx context.Context, repo, tag string, since int64, c C
 	c.Rules.RefuseLower = false // the number was accepted once; restoring is not a new push
 	none := oci.Digest("")
 	c.Expect = &none
-	if _, err := tx.SetTag(ctx, repo, tag, d, c); err != nil {
+	if _, err := tx.setTag(ctx, id, tag, d, c); err != nil {
 		var missing *MissingReferenceError
 		if errors.As(err, &missing) {
 			return "", ErrNotFound
