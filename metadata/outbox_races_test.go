@@ -133,33 +133,18 @@ func TestDeleteWebhookWaitsForPush(t *testing.T) { forEachBackend(t, testDeleteW
 
 func testDeleteWebhookWaitsForPush(t *testing.T, be backend) {
 	c := newClock()
-	o := outboxOptions(t, be)
-	db := openWith(t, o, c)
-	other := openWith(t, o, c) // the admin request, on another handle
+	db := openWith(t, outboxOptions(t, be), c)
 	addHook(t, db, "w", "app")
 	mustPut(t, db, "app", imageIn(t, db, "app", "one"), "1") // pending, not yet delivered
 	m2 := imageIn(t, db, "app", "two")
 	c.tick()
-	deleted := make(chan error, 1)
-	err := db.InTx(t.Context(), func(tx *metadata.Tx) error {
-		if err := tx.PutManifest(t.Context(), "app", m2.digest, m2.parsed, m2.payload, []string{"2"},
-			metadata.Change{Actor: "x", Action: metadata.ActionPush}); err != nil {
-			return err
-		}
-		go func() {
-			deleted <- other.InTx(context.Background(), func(tx *metadata.Tx) error { return tx.DeleteWebhook(context.Background(), "w") })
-		}()
-		select { // SQLite: the delete waits for this commit; PostgreSQL: it does not
-		case err := <-deleted:
-			deleted <- err
-		case <-time.After(2 * time.Second):
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := <-deleted; err != nil {
+	// The push holds its transaction open until the delete waits for it
+	// (or has ended).
+	errPush, errDelete := interleave(t, db, func(tx *metadata.Tx) error {
+		return tx.PutManifest(t.Context(), "app", m2.digest, m2.parsed, m2.payload, []string{"2"},
+			metadata.Change{Actor: "x", Action: metadata.ActionPush})
+	}, func(tx *metadata.Tx) error { return tx.DeleteWebhook(t.Context(), "w") })
+	if err := errors.Join(errPush, errDelete); err != nil {
 		t.Fatal(err)
 	}
 	n, _ := db.PendingDeliveries(t.Context())
