@@ -296,7 +296,16 @@ type versionJSON struct {
 // versionKeys brings the repository's version keys in line with its
 // policy, which it returns.
 func (reg *Registry) versionKeys(r *http.Request, name string) (*tagPolicy, error) {
-	p, err := reg.policies.forRepository(r.Context(), name)
+	rules, err := reg.policies.rules(r.Context())
+	if err != nil {
+		return nil, err
+	}
+	return reg.versionKeysUnder(r, rules, name)
+}
+
+// versionKeysUnder is versionKeys under rules already read.
+func (reg *Registry) versionKeysUnder(r *http.Request, rules []compiledRule, name string) (*tagPolicy, error) {
+	p, err := reg.policies.resolve(rules, name)
 	if err != nil {
 		return nil, err
 	}
@@ -326,8 +335,12 @@ func (reg *Registry) listRepositories(w http.ResponseWriter, r *http.Request, _ 
 	if err != nil {
 		return err
 	}
+	rules, err := reg.policies.rules(r.Context()) // once for the page, not per repository
+	if err != nil {
+		return err
+	}
 	for _, name := range names {
-		if _, err := reg.versionKeys(r, name); err != nil {
+		if _, err := reg.versionKeysUnder(r, rules, name); err != nil {
 			return err
 		}
 	}
@@ -612,15 +625,11 @@ type tagChangeJSON struct {
 }
 
 // setTag points a tag at a manifest of the repository, under the
-// repository's policy.
-func (reg *Registry) setTag(r *http.Request, name, tag string, d oci.Digest, c metadata.Change) (oci.Digest, error) {
-	p, err := reg.policies.forRepository(r.Context(), name)
-	if err != nil {
-		return "", err
-	}
+// repository's policy p.
+func (reg *Registry) setTag(r *http.Request, p *tagPolicy, name, tag string, d oci.Digest, c metadata.Change) (oci.Digest, error) {
 	c.Rules = p.tagRules()
 	var prev oci.Digest
-	err = reg.db.InTx(r.Context(), func(tx *metadata.Tx) error {
+	err := reg.db.InTx(r.Context(), func(tx *metadata.Tx) (err error) {
 		prev, err = tx.SetTag(r.Context(), name, tag, d, c)
 		return err
 	})
@@ -659,7 +668,11 @@ func (reg *Registry) putTag(w http.ResponseWriter, r *http.Request, rt adminRout
 		}
 		c.Expect = &expect
 	}
-	prev, err := reg.setTag(r, rt.name, rt.tag, d, c)
+	p, err := reg.policies.forRepository(r.Context(), rt.name)
+	if err != nil {
+		return err
+	}
+	prev, err := reg.setTag(r, p, rt.name, rt.tag, d, c)
 	if err != nil {
 		return err
 	}
@@ -769,7 +782,7 @@ func (reg *Registry) rollback(w http.ResponseWriter, r *http.Request, rt adminRo
 		none := oci.Digest("")
 		c.Expect = &none // a new number, not a move
 	}
-	prev, err := reg.setTag(r, rt.name, tag, d, c)
+	prev, err := reg.setTag(r, p, rt.name, tag, d, c)
 	if err != nil {
 		return err
 	}
