@@ -3,7 +3,6 @@ package registry
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -107,8 +106,6 @@ func TestVersionsLongCursor(t *testing.T) {
 		t.Errorf("a 260-digit cursor is accepted and skips versions: %v", tags)
 	}
 }
-
-var _ = fmt.Sprint
 
 // TestRetentionKeepsNewestAfterConcurrentDeletes: retention decides from a
 // snapshot; the newest versions deleted in between, it still leaves as many

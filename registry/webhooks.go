@@ -312,7 +312,6 @@ func (reg *Registry) listDeliveries(w http.ResponseWriter, r *http.Request, rt a
 	}{rt.name, out, next})
 }
 
-// deliveryID reads the delivery id of a route.
 // deliveryID reads the delivery id of a route, whose webhook must exist.
 func (reg *Registry) deliveryID(r *http.Request, rt adminRoute) (int64, error) {
 	if _, err := reg.getWebhookRecord(r, rt.name); err != nil {
