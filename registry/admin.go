@@ -172,17 +172,21 @@ func limit(r *http.Request) (int, error) {
 	return min(n, 1000), nil
 }
 
-// idCursor reads a ?cursor= that is a history row id (0 when absent).
-func idCursor(r *http.Request) (int64, error) {
+// idPage reads ?limit= and a ?cursor= that is a row id (0 when absent), for
+// lists by id, newest first.
+func idPage(r *http.Request) (n int, before int64, err error) {
+	if n, err = limit(r); err != nil {
+		return 0, 0, err
+	}
 	c := r.URL.Query().Get("cursor")
 	if c == "" {
-		return 0, nil
+		return n, 0, nil
 	}
-	id, err := strconv.ParseInt(c, 10, 64)
-	if err != nil || id < 1 {
-		return 0, errInvalidCursor
+	before, err = strconv.ParseInt(c, 10, 64)
+	if err != nil || before < 1 {
+		return 0, 0, errInvalidCursor
 	}
-	return id, nil
+	return n, before, nil
 }
 
 var errInvalidCursor = newError(http.StatusBadRequest, codePaginationInvalid, "invalid cursor")
@@ -506,11 +510,7 @@ func eventCursor(e metadata.TagEvent) string { return strconv.FormatInt(e.ID, 10
 //
 // GET /admin/v1/repositories/<name>/tags/<tag>/history?limit=&cursor=
 func (reg *Registry) tagHistory(w http.ResponseWriter, r *http.Request, rt adminRoute) error {
-	n, err := limit(r)
-	if err != nil {
-		return err
-	}
-	before, err := idCursor(r)
+	n, before, err := idPage(r)
 	if err != nil {
 		return err
 	}
@@ -540,11 +540,7 @@ func (reg *Registry) tagHistory(w http.ResponseWriter, r *http.Request, rt admin
 //
 // GET /admin/v1/repositories/<name>/history?since=&before=&limit=&cursor=
 func (reg *Registry) repositoryHistory(w http.ResponseWriter, r *http.Request, rt adminRoute) error {
-	n, err := limit(r)
-	if err != nil {
-		return err
-	}
-	cursor, err := idCursor(r)
+	n, cursor, err := idPage(r)
 	if err != nil {
 		return err
 	}

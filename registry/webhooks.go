@@ -288,11 +288,7 @@ func (reg *Registry) listDeliveries(w http.ResponseWriter, r *http.Request, rt a
 	if _, err := reg.getWebhookRecord(r, rt.name); err != nil {
 		return err
 	}
-	n, err := limit(r)
-	if err != nil {
-		return err
-	}
-	before, err := idCursor(r)
+	n, before, err := idPage(r)
 	if err != nil {
 		return err
 	}
