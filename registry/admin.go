@@ -172,17 +172,21 @@ func limit(r *http.Request) (int, error) {
 	return min(n, 1000), nil
 }
 
-// idCursor reads a ?cursor= that is a history row id (0 when absent).
-func idCursor(r *http.Request) (int64, error) {
+// idPage reads ?limit= and a ?cursor= that is a row id (0 when absent), for
+// lists by id, newest first.
+func idPage(r *http.Request) (n int, before int64, err error) {
+	if n, err = limit(r); err != nil {
+		return 0, 0, err
+	}
 	c := r.URL.Query().Get("cursor")
 	if c == "" {
-		return 0, nil
+		return n, 0, nil
 	}
-	id, err := strconv.ParseInt(c, 10, 64)
-	if err != nil || id < 1 {
-		return 0, errInvalidCursor
+	before, err = strconv.ParseInt(c, 10, 64)
+	if err != nil || before < 1 {
+		return 0, 0, errInvalidCursor
 	}
-	return id, nil
+	return n, before, nil
 }
 
 var errInvalidCursor = newError(http.StatusBadRequest, codePaginationInvalid, "invalid cursor")
@@ -296,7 +300,16 @@ type versionJSON struct {
 // versionKeys brings the repository's version keys in line with its
 // policy, which it returns.
 func (reg *Registry) versionKeys(r *http.Request, name string) (*tagPolicy, error) {
-	p, err := reg.policies.forRepository(r.Context(), name)
+	rules, err := reg.policies.rules(r.Context())
+	if err != nil {
+		return nil, err
+	}
+	return reg.versionKeysUnder(r, rules, name)
+}
+
+// versionKeysUnder is versionKeys under rules already read.
+func (reg *Registry) versionKeysUnder(r *http.Request, rules []compiledRule, name string) (*tagPolicy, error) {
+	p, err := reg.policies.resolve(rules, name)
 	if err != nil {
 		return nil, err
 	}
@@ -326,8 +339,12 @@ func (reg *Registry) listRepositories(w http.ResponseWriter, r *http.Request, _ 
 	if err != nil {
 		return err
 	}
+	rules, err := reg.policies.rules(r.Context()) // once for the page, not per repository
+	if err != nil {
+		return err
+	}
 	for _, name := range names {
-		if _, err := reg.versionKeys(r, name); err != nil {
+		if _, err := reg.versionKeysUnder(r, rules, name); err != nil {
 			return err
 		}
 	}
@@ -493,11 +510,7 @@ func eventCursor(e metadata.TagEvent) string { return strconv.FormatInt(e.ID, 10
 //
 // GET /admin/v1/repositories/<name>/tags/<tag>/history?limit=&cursor=
 func (reg *Registry) tagHistory(w http.ResponseWriter, r *http.Request, rt adminRoute) error {
-	n, err := limit(r)
-	if err != nil {
-		return err
-	}
-	before, err := idCursor(r)
+	n, before, err := idPage(r)
 	if err != nil {
 		return err
 	}
@@ -527,11 +540,7 @@ func (reg *Registry) tagHistory(w http.ResponseWriter, r *http.Request, rt admin
 //
 // GET /admin/v1/repositories/<name>/history?since=&before=&limit=&cursor=
 func (reg *Registry) repositoryHistory(w http.ResponseWriter, r *http.Request, rt adminRoute) error {
-	n, err := limit(r)
-	if err != nil {
-		return err
-	}
-	cursor, err := idCursor(r)
+	n, cursor, err := idPage(r)
 	if err != nil {
 		return err
 	}
@@ -612,15 +621,11 @@ type tagChangeJSON struct {
 }
 
 // setTag points a tag at a manifest of the repository, under the
-// repository's policy.
-func (reg *Registry) setTag(r *http.Request, name, tag string, d oci.Digest, c metadata.Change) (oci.Digest, error) {
-	p, err := reg.policies.forRepository(r.Context(), name)
-	if err != nil {
-		return "", err
-	}
+// repository's policy p.
+func (reg *Registry) setTag(r *http.Request, p *tagPolicy, name, tag string, d oci.Digest, c metadata.Change) (oci.Digest, error) {
 	c.Rules = p.tagRules()
 	var prev oci.Digest
-	err = reg.db.InTx(r.Context(), func(tx *metadata.Tx) error {
+	err := reg.db.InTx(r.Context(), func(tx *metadata.Tx) (err error) {
 		prev, err = tx.SetTag(r.Context(), name, tag, d, c)
 		return err
 	})
@@ -659,7 +664,11 @@ func (reg *Registry) putTag(w http.ResponseWriter, r *http.Request, rt adminRout
 		}
 		c.Expect = &expect
 	}
-	prev, err := reg.setTag(r, rt.name, rt.tag, d, c)
+	p, err := reg.policies.forRepository(r.Context(), rt.name)
+	if err != nil {
+		return err
+	}
+	prev, err := reg.setTag(r, p, rt.name, rt.tag, d, c)
 	if err != nil {
 		return err
 	}
@@ -769,7 +778,7 @@ func (reg *Registry) rollback(w http.ResponseWriter, r *http.Request, rt adminRo
 		none := oci.Digest("")
 		c.Expect = &none // a new number, not a move
 	}
-	prev, err := reg.setTag(r, rt.name, tag, d, c)
+	prev, err := reg.setTag(r, p, rt.name, tag, d, c)
 	if err != nil {
 		return err
 	}

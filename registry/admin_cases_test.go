@@ -3,7 +3,6 @@ package registry
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -82,7 +81,8 @@ func TestPutPolicyNeedsABody(t *testing.T) {
 		if resp.StatusCode != http.StatusBadRequest {
 			t.Errorf("%s: %d %s, want 400 REQUEST_INVALID", tc.name, resp.StatusCode, bytes.TrimSpace(b))
 		}
-		s.do("DELETE", "/admin/v1/repositories/app/policy", nil)
+		// Nothing was stored: there is no policy to delete.
+		s.do("DELETE", "/admin/v1/repositories/app/policy", nil).expect(t, http.StatusNotFound, codePolicyUnknown)
 	}
 }
 
@@ -107,8 +107,6 @@ func TestVersionsLongCursor(t *testing.T) {
 		t.Errorf("a 260-digit cursor is accepted and skips versions: %v", tags)
 	}
 }
-
-var _ = fmt.Sprint
 
 // TestRetentionKeepsNewestAfterConcurrentDeletes: retention decides from a
 // snapshot; the newest versions deleted in between, it still leaves as many
@@ -171,9 +169,13 @@ func TestEmptyTagSegment(t *testing.T) {
 	if r.StatusCode != http.StatusBadRequest {
 		t.Errorf("PUT .../tags/ (empty tag): %d, want 400 MANIFEST_INVALID", r.StatusCode)
 	}
-	sum, _ := s.db.RepositorySummary(t.Context(), "app")
-	list := s.do("GET", "/v2/app/tags/list", nil)
-	t.Logf("summary counts %d live tags; /v2/app/tags/list: %s", sum.Tags, list.body)
+	sum, err := s.db.RepositorySummary(t.Context(), "app")
+	if err != nil || sum.Tags != 1 {
+		t.Errorf("summary: %d live tags, %v; want only latest", sum.Tags, err)
+	}
+	if got := s.liveTags("app"); strings.Join(got, " ") != "latest" {
+		t.Errorf("live tags %q after PUT .../tags/, want only latest", got)
+	}
 	r = s.do("GET", "/admin/v1/repositories/app/tags//history", nil)
 	t.Logf("GET .../tags//history: %d %s", r.StatusCode, r.body)
 	r = s.do("DELETE", "/admin/v1/repositories/app/tags/", nil)

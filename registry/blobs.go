@@ -92,16 +92,16 @@ func (reg *Registry) pulled(r *http.Request, name string, d oci.Digest, size int
 	if r.Header.Get("Range") != "" {
 		return
 	}
-	e := blobPushed(name, d, size)
-	e.Action = metadata.ActionBlobPull
+	e := blobEvent(metadata.ActionBlobPull, name, d, size)
 	if err := reg.db.EmitBlobEvent(context.WithoutCancel(r.Context()), e); err != nil {
 		reg.log.ErrorContext(r.Context(), "webhooks: writing a blob pull event", "repository", name, "digest", d, "error", err)
 	}
 }
 
-// blobPushed is the event of a blob linked into a repository.
-func blobPushed(name string, d oci.Digest, size int64) metadata.Event {
-	return metadata.Event{Action: metadata.ActionBlobPush, Repository: name, Digest: d, Size: size,
+// blobEvent is the event of a blob linked into a repository (ActionBlobPush)
+// or pulled from it (ActionBlobPull).
+func blobEvent(action, name string, d oci.Digest, size int64) metadata.Event {
+	return metadata.Event{Action: action, Repository: name, Digest: d, Size: size,
 		MediaType: "application/octet-stream"}
 }
 

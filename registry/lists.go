@@ -74,16 +74,10 @@ func (reg *Registry) listTags(w http.ResponseWriter, r *http.Request, rt route) 
 	if err != nil {
 		return err
 	}
-	ctx := r.Context()
-	ok, err := reg.db.RepositoryExists(ctx, rt.name)
-	if err != nil {
+	if err := reg.checkRepository(r, rt.name); err != nil {
 		return err
 	}
-	if !ok {
-		e := newError(http.StatusNotFound, codeNameUnknown, "repository name not known to registry")
-		e.Detail = map[string]string{"name": rt.name}
-		return e
-	}
+	ctx := r.Context()
 	tags, err := paginate(w, r, n, last, func(last string, limit int) ([]string, error) {
 		return reg.db.Tags(ctx, rt.name, last, limit)
 	})

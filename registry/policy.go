@@ -131,12 +131,20 @@ type tagPolicy struct {
 	Policy
 	rules      []PolicyRule // the rules that matched, least specific first
 	versioning *oci.Versioning
-	keep       *regexp.Regexp // nil: no keepPattern
 }
 
 // tagRules is what metadata needs of the policy to change a tag.
 func (p *tagPolicy) tagRules() metadata.TagRules {
 	return metadata.TagRules{Versioning: p.versioning, ImmutableNumbered: *p.ImmutableNumbered, RefuseLower: *p.RefuseLower}
+}
+
+// keepPattern compiles retention.keepPattern (nil when unset) for a
+// retention run, rather than on every push that resolves the policy.
+func (p *tagPolicy) keepPattern() *regexp.Regexp {
+	if k := p.Retention.KeepPattern; k != nil {
+		return regexp.MustCompile(*k) // checked when the rule was configured or stored
+	}
+	return nil
 }
 
 // policies resolves repositories' policies from the defaults, the rules of
@@ -224,6 +232,13 @@ func (ps *policies) forRepository(ctx context.Context, repo string) (*tagPolicy,
 	if err != nil {
 		return nil, err
 	}
+	return ps.resolve(rules, repo)
+}
+
+// resolve returns the effective policy of a repository under rules (from
+// ps.rules, read once by callers that resolve many repositories).
+func (ps *policies) resolve(rules []compiledRule, repo string) (*tagPolicy, error) {
+	var err error
 	p := &tagPolicy{Policy: ps.defaults}
 	for _, r := range rules {
 		if r.match.MatchString(repo) {
@@ -236,9 +251,6 @@ func (ps *policies) forRepository(ctx context.Context, repo string) (*tagPolicy,
 	}
 	if p.Retention == nil {
 		p.Retention = &Retention{}
-	}
-	if k := p.Retention.KeepPattern; k != nil {
-		p.keep = regexp.MustCompile(*k)
 	}
 	return p, nil
 }

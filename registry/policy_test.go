@@ -130,8 +130,8 @@ func TestPolicyResolution(t *testing.T) {
 			t.Errorf("tag rules of %s: %+v with scheme %s, want %s", tt.repo, r, r.Versioning.Scheme(), tt.scheme)
 		}
 	}
-	if p := effective(t, ps, "team/app"); p.keep == nil || !p.keep.MatchString("v1") || p.keep.MatchString("1") {
-		t.Errorf("keepPattern of team/app compiled to %v", p.keep)
+	if keep := effective(t, ps, "team/app").keepPattern(); keep == nil || !keep.MatchString("v1") || keep.MatchString("1") {
+		t.Errorf("keepPattern of team/app compiled to %v", keep)
 	}
 }
 

@@ -28,13 +28,14 @@ func (reg *Registry) condemned(ctx context.Context, name string, p *tagPolicy) (
 	if err != nil {
 		return nil, err
 	}
+	keepPattern := p.keepPattern()
 	now := time.Now()
 	var out []metadata.TagEvent
 	for i, v := range versions {
 		keep := i == 0 ||
 			(ret.KeepNewest != nil && i < *ret.KeepNewest) ||
 			(ret.KeepYoungerThan != nil && now.Sub(time.Unix(0, v.Start)) < time.Duration(*ret.KeepYoungerThan)) ||
-			(p.keep != nil && p.keep.MatchString(v.Tag))
+			(keepPattern != nil && keepPattern.MatchString(v.Tag))
 		if !keep {
 			out = append(out, v)
 		}
@@ -93,8 +94,12 @@ func (reg *Registry) EnforceRetention(ctx context.Context) (int, error) {
 		if err != nil || len(names) == 0 {
 			return total, err
 		}
+		rules, err := reg.policies.rules(ctx)
+		if err != nil {
+			return total, err
+		}
 		for _, name := range names {
-			p, err := reg.policies.forRepository(ctx, name)
+			p, err := reg.policies.resolve(rules, name)
 			if err != nil {
 				return total, err
 			}

@@ -38,7 +38,7 @@ func (reg *Registry) startUpload(w http.ResponseWriter, r *http.Request, rt rout
 				if err != nil {
 					return err
 				}
-				return tx.EmitBlobEvent(ctx, blobPushed(rt.name, d, size))
+				return tx.EmitBlobEvent(ctx, blobEvent(metadata.ActionBlobPush, rt.name, d, size))
 			})
 			if err == nil {
 				blobCreated(w, rt.name, d)
@@ -79,7 +79,7 @@ func (reg *Registry) uploadWhole(w http.ResponseWriter, r *http.Request, name st
 		if err := tx.LinkBlob(ctx, name, d, size); err != nil {
 			return err
 		}
-		return tx.EmitBlobEvent(ctx, blobPushed(name, d, size))
+		return tx.EmitBlobEvent(ctx, blobEvent(metadata.ActionBlobPush, name, d, size))
 	}); err != nil {
 		return err
 	}
@@ -161,7 +161,7 @@ func (reg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, rt rou
 			if err := tx.LinkBlob(ctx, rt.name, d, size); err != nil {
 				return err
 			}
-			if err := tx.EmitBlobEvent(ctx, blobPushed(rt.name, d, size)); err != nil {
+			if err := tx.EmitBlobEvent(ctx, blobEvent(metadata.ActionBlobPush, rt.name, d, size)); err != nil {
 				return err
 			}
 			return tx.DeleteUpload(ctx, u.ID)

@@ -288,11 +288,7 @@ func (reg *Registry) listDeliveries(w http.ResponseWriter, r *http.Request, rt a
 	if _, err := reg.getWebhookRecord(r, rt.name); err != nil {
 		return err
 	}
-	n, err := limit(r)
-	if err != nil {
-		return err
-	}
-	before, err := idCursor(r)
+	n, before, err := idPage(r)
 	if err != nil {
 		return err
 	}
@@ -312,7 +308,6 @@ func (reg *Registry) listDeliveries(w http.ResponseWriter, r *http.Request, rt a
 	}{rt.name, out, next})
 }
 
-// deliveryID reads the delivery id of a route.
 // deliveryID reads the delivery id of a route, whose webhook must exist.
 func (reg *Registry) deliveryID(r *http.Request, rt adminRoute) (int64, error) {
 	if _, err := reg.getWebhookRecord(r, rt.name); err != nil {
