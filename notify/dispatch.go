@@ -275,35 +275,36 @@ func retryAfter(v string, now time.Time) time.Duration {
 	return 0
 }
 
-// endpointCache keeps endpoints parsed, per webhook, while its stored body
-// is unchanged.
+// endpointCache keeps endpoints parsed, with their filters compiled, per
+// webhook, while its stored body is unchanged.
 type endpointCache struct {
 	mu sync.Mutex
 	m  map[string]cachedEndpoint // by the stored body
 }
 
 type cachedEndpoint struct {
-	ep  Endpoint
+	m   matcher // m.ep is the endpoint
 	err error
 }
 
-// parse returns the endpoint a stored body describes.
-func (c *endpointCache) parse(body string) (Endpoint, error) {
+// parse returns the endpoint a stored body describes, as a matcher.
+func (c *endpointCache) parse(body string) (matcher, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e, ok := c.m[body]; ok {
-		return e.ep, e.err
+		return e.m, e.err
 	}
 	var ep Endpoint
 	err := json.Unmarshal([]byte(body), &ep)
 	if err == nil {
 		err = ep.Validate()
 	}
+	m := ep.compile()
 	if c.m == nil || len(c.m) > 1000 {
 		c.m = map[string]cachedEndpoint{}
 	}
-	c.m[body] = cachedEndpoint{ep, err}
-	return ep, err
+	c.m[body] = cachedEndpoint{m, err}
+	return m, err
 }
 
 func (c *endpointCache) get(ctx context.Context, db *metadata.DB, name string) (Endpoint, error) {
@@ -311,7 +312,8 @@ func (c *endpointCache) get(ctx context.Context, db *metadata.DB, name string) (
 	if err != nil {
 		return Endpoint{}, err
 	}
-	return c.parse(w.Body)
+	m, err := c.parse(w.Body)
+	return m.ep, err
 }
 
 // Router returns the metadata.Router that picks, for an event, the
@@ -321,8 +323,8 @@ func Router() metadata.Router {
 	return func(e metadata.Event, hooks []metadata.Webhook) []string {
 		var names []string
 		for _, h := range hooks {
-			ep, err := c.parse(h.Body)
-			if err == nil && ep.Matches(e) {
+			m, err := c.parse(h.Body)
+			if err == nil && m.matches(e) {
 				names = append(names, h.Name)
 			}
 		}

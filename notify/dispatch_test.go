@@ -41,26 +41,7 @@ func TestDispatcherRetriesAndCounts(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	db, err := metadata.Open(ctx, metadata.Options{SQLitePath: filepath.Join(t.TempDir(), "berth.db"), Route: notify.Router()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	ep := notify.Endpoint{Name: "ci", URL: receiver.URL, Format: notify.FormatCloudEvents, Secrets: []string{"s"},
-		Actions: []string{metadata.ActionBlobPush}}
-	body, _ := json.Marshal(ep)
-	if err := db.InTx(ctx, func(tx *metadata.Tx) error {
-		if _, err := tx.EnsureRepository(ctx, "app"); err != nil {
-			return err
-		}
-		return tx.PutWebhook(ctx, "ci", string(body), "api")
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.EmitBlobEvent(ctx, metadata.Event{Action: metadata.ActionBlobPush, Repository: "app",
-		Digest: oci.FromBytes([]byte("layer")), Size: 5}); err != nil {
-		t.Fatal(err)
-	}
+	db := blobPushPending(t, ctx, receiver.URL)
 
 	reg := prometheus.NewRegistry()
 	d := notify.New(notify.Options{DB: db, Metrics: reg, Schedule: []time.Duration{time.Millisecond}, Poll: 10 * time.Millisecond})
@@ -105,4 +86,35 @@ func TestDispatcherRetriesAndCounts(t *testing.T) {
 	if n := testutil.CollectAndCount(reg, "berth_webhook_attempt_duration_seconds"); n != 1 {
 		t.Errorf("latency histograms: %d, want 1", n)
 	}
+}
+
+// blobPushPending opens a database on SQLite with the notify Router, adds
+// the webhook "ci" for blob pushes to url (CloudEvents), and emits one blob
+// push in repository "app": one delivery is pending.
+func blobPushPending(t *testing.T, ctx context.Context, url string) *metadata.DB {
+	t.Helper()
+	db, err := metadata.Open(ctx, metadata.Options{SQLitePath: filepath.Join(t.TempDir(), "berth.db"), Route: notify.Router()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	ep := notify.Endpoint{Name: "ci", URL: url, Format: notify.FormatCloudEvents, Secrets: []string{"s"},
+		Actions: []string{metadata.ActionBlobPush}}
+	body, err := json.Marshal(ep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.InTx(ctx, func(tx *metadata.Tx) error {
+		if _, err := tx.EnsureRepository(ctx, "app"); err != nil {
+			return err
+		}
+		return tx.PutWebhook(ctx, "ci", string(body), "api")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.EmitBlobEvent(ctx, metadata.Event{Action: metadata.ActionBlobPush, Repository: "app",
+		Digest: oci.FromBytes([]byte("layer")), Size: 5}); err != nil {
+		t.Fatal(err)
+	}
+	return db
 }

@@ -146,7 +146,31 @@ func (ep Endpoint) Validate() error {
 
 // Matches reports whether an event passes the endpoint's filters. The
 // endpoint must be valid: a pattern that does not compile matches nothing.
-func (ep Endpoint) Matches(e metadata.Event) bool {
+// It compiles the patterns on each call; the Router keeps them compiled.
+func (ep Endpoint) Matches(e metadata.Event) bool { return ep.compile().matches(e) }
+
+// matcher is an endpoint's filters with their patterns compiled.
+type matcher struct {
+	ep    Endpoint
+	tag   *regexp.Regexp   // nil if TagPattern is empty
+	repos []*regexp.Regexp // one per glob of Repositories
+	bad   bool             // TagPattern does not compile: nothing matches
+}
+
+func (ep Endpoint) compile() matcher {
+	m := matcher{ep: ep}
+	if ep.TagPattern != "" {
+		re, err := regexp.Compile(ep.TagPattern)
+		m.tag, m.bad = re, err != nil
+	}
+	for _, g := range ep.Repositories {
+		m.repos = append(m.repos, oci.GlobRegexp(g))
+	}
+	return m
+}
+
+func (m matcher) matches(e metadata.Event) bool {
+	ep := m.ep
 	if (len(ep.Actions) > 0 || blobAction(e.Action)) && !slices.Contains(ep.Actions, e.Action) {
 		return false
 	}
@@ -156,16 +180,11 @@ func (ep Endpoint) Matches(e metadata.Event) bool {
 	if len(ep.MediaTypes) > 0 && !slices.Contains(ep.MediaTypes, e.MediaType) {
 		return false
 	}
-	// Patterns are compiled per call, not kept: events are few (one per tag
-	// change) and an Endpoint stays a plain value that config and API copy.
-	if ep.TagPattern != "" {
-		re, err := regexp.Compile(ep.TagPattern)
-		if err != nil || e.Tag == "" || !re.MatchString(e.Tag) {
-			return false
-		}
+	if m.bad || m.tag != nil && (e.Tag == "" || !m.tag.MatchString(e.Tag)) {
+		return false
 	}
-	if len(ep.Repositories) > 0 && !slices.ContainsFunc(ep.Repositories, func(g string) bool {
-		return oci.GlobRegexp(g).MatchString(e.Repository)
+	if len(m.repos) > 0 && !slices.ContainsFunc(m.repos, func(re *regexp.Regexp) bool {
+		return re.MatchString(e.Repository)
 	}) {
 		return false
 	}

@@ -28,12 +28,6 @@ func Encode(e metadata.Event, ep Endpoint, reg Registry) (contentType string, bo
 	}
 	var v any
 	switch ep.Format {
-	case FormatHarbor:
-		if blobAction(e.Action) {
-			return "", nil, fmt.Errorf("harbor's format has no event for %s", e.Action)
-		}
-	}
-	switch ep.Format {
 	case FormatDistribution:
 		contentType = ep.DistributionMediaType
 		if contentType == "" {
@@ -41,6 +35,9 @@ func Encode(e metadata.Event, ep Endpoint, reg Registry) (contentType string, bo
 		}
 		v = distribution(e, points, reg)
 	case FormatHarbor:
+		if blobAction(e.Action) {
+			return "", nil, fmt.Errorf("harbor's format has no event for %s", e.Action)
+		}
 		contentType, v = "application/json", harbor(e, points, reg)
 	case FormatCloudEvents:
 		contentType, v = "application/cloudevents+json", cloudEvent(e, reg)

@@ -45,32 +45,26 @@ func newMetrics(r prometheus.Registerer, db *metadata.DB) *metrics {
 	if r == nil {
 		return m
 	}
-	pending := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "berth_webhook_pending_deliveries",
-		Help: "Webhook deliveries not yet delivered or dead-lettered (the outbox's depth), across replicas.",
-	}, func() float64 {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		n, err := db.PendingDeliveries(ctx)
-		if err != nil {
-			return -1
-		}
-		return float64(n)
-	})
-	dead := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "berth_webhook_dead_deliveries",
-		Help: "Webhook deliveries dead-lettered and not redelivered, across replicas.",
-	}, func() float64 {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		n, err := db.DeadDeliveries(ctx)
-		if err != nil {
-			return -1
-		}
-		return float64(n)
-	})
+	pending := dbGauge("berth_webhook_pending_deliveries",
+		"Webhook deliveries not yet delivered or dead-lettered (the outbox's depth), across replicas.", db.PendingDeliveries)
+	dead := dbGauge("berth_webhook_dead_deliveries",
+		"Webhook deliveries dead-lettered and not redelivered, across replicas.", db.DeadDeliveries)
 	r.MustRegister(m.attempts, m.latency, m.pauses, pending, dead)
 	return m
+}
+
+// dbGauge is a gauge read from the database at each scrape; -1 if the
+// read fails.
+func dbGauge(name, help string, count func(context.Context) (int64, error)) prometheus.GaugeFunc {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		n, err := count(ctx)
+		if err != nil {
+			return -1
+		}
+		return float64(n)
+	})
 }
 
 // observe counts an attempt.

@@ -123,14 +123,83 @@ func runCLI(t *testing.T, url string, args ...string) (string, error) {
 	return out.String(), err
 }
 
+// sentCase is a command line and the one request it sends.
+type sentCase struct {
+	args []string
+	want request
+}
+
+// checkSent runs each command against a fake API answering {} and checks
+// the request it sent.
+func checkSent(t *testing.T, cases []sentCase) {
+	t.Helper()
+	for _, tc := range cases {
+		srv, got := fakeAPI(t, http.StatusOK, "{}")
+		if _, err := runCLI(t, srv.URL, tc.args...); err != nil {
+			t.Errorf("%q: %v", tc.args, err)
+			continue
+		}
+		if len(*got) != 1 || (*got)[0] != tc.want {
+			t.Errorf("%q sent\n  %+v\nwant\n  %+v", tc.args, *got, tc.want)
+		}
+	}
+}
+
+// printedCase is a command line, the API's answer, and what the command prints.
+type printedCase struct {
+	args   []string
+	answer string
+	want   string
+}
+
+func checkPrinted(t *testing.T, cases []printedCase) {
+	t.Helper()
+	for _, tc := range cases {
+		srv, _ := fakeAPI(t, http.StatusOK, tc.answer)
+		out, err := runCLI(t, srv.URL, tc.args...)
+		if err != nil || out != tc.want {
+			t.Errorf("%q: printed %q, %v; want %q", tc.args, out, err, tc.want)
+		}
+	}
+}
+
+// renderCase is a fixed answer of the API, how it is rendered, and the text.
+type renderCase struct {
+	name, json string
+	render     func(w io.Writer, b []byte) error
+	want       string
+}
+
+func checkRendered(t *testing.T, cases []renderCase) {
+	t.Helper()
+	for _, tc := range cases {
+		var out bytes.Buffer
+		if err := tc.render(&out, []byte(tc.json)); err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+		if out.String() != tc.want {
+			t.Errorf("%s: printed\n%s\nwant\n%s", tc.name, out.String(), tc.want)
+		}
+	}
+}
+
+// decoded decodes an answer as T, failing on JSON that does not decode,
+// and renders it.
+func decoded[T any](render func(io.Writer, T) error) func(io.Writer, []byte) error {
+	return func(w io.Writer, b []byte) error {
+		var v T
+		if err := json.Unmarshal(b, &v); err != nil {
+			return err
+		}
+		return render(w, v)
+	}
+}
+
 // TestRequests checks what each command sends: method, path, query and body.
 func TestRequests(t *testing.T) {
 	t.Setenv("BERTH_USER", "")
 	t.Setenv("BERTH_PASSWORD", "")
-	for _, tc := range []struct {
-		args []string
-		want request
-	}{
+	checkSent(t, []sentCase{
 		{[]string{"repos"}, request{Method: "GET", Path: "/admin/v1/repositories", Query: "limit=1000"}},
 		{[]string{"repos", "show", "team/app"}, request{Method: "GET", Path: "/admin/v1/repositories/team/app"}},
 		{[]string{"versions", "team/app", "--limit", "5"}, request{Method: "GET", Path: "/admin/v1/repositories/team/app/versions", Query: "limit=5"}},
@@ -159,16 +228,7 @@ func TestRequests(t *testing.T) {
 		{[]string{"policy", "list"}, request{Method: "GET", Path: "/admin/v1/policies"}},
 		{[]string{"retention", "app", "--dry-run"}, request{Method: "GET", Path: "/admin/v1/repositories/app/retention"}},
 		{[]string{"retention", "app"}, request{Method: "POST", Path: "/admin/v1/repositories/app/retention"}},
-	} {
-		srv, got := fakeAPI(t, http.StatusOK, "{}")
-		if _, err := runCLI(t, srv.URL, tc.args...); err != nil {
-			t.Errorf("%q: %v", tc.args, err)
-			continue
-		}
-		if len(*got) != 1 || (*got)[0] != tc.want {
-			t.Errorf("%q sent\n  %+v\nwant\n  %+v", tc.args, *got, tc.want)
-		}
-	}
+	})
 }
 
 func TestPolicyFile(t *testing.T) {
@@ -338,19 +398,11 @@ func equal(a, b []string) bool { return strings.Join(a, "\n") == strings.Join(b,
 
 // TestTables renders fixed answers of the admin API.
 func TestTables(t *testing.T) {
-	for _, tc := range []struct {
-		name, json string
-		render     func(w io.Writer, b []byte) error
-		want       string
-	}{
+	checkRendered(t, []renderCase{
 		{"history", `{"repository":"app","tag":"latest","events":[
 			{"id":7,"tag":"latest","digest":"` + digestB + `","start":"2024-11-26T10:00:05.5+01:00","actor":"ci","action":"move"},
 			{"id":3,"tag":"latest","digest":"` + digestA + `","start":"2024-11-25T09:00:00Z","end":"2024-11-26T09:00:05.5Z","action":"push","endedBy":"ci","endAction":"move"}]}`,
-			func(w io.Writer, b []byte) error {
-				var d struct{ Events []event }
-				json.Unmarshal(b, &d)
-				return renderHistory(w, d.Events)
-			}, `ID  START                 END                   DIGEST        ACTION  ACTOR  ENDED
+			decoded(func(w io.Writer, d struct{ Events []event }) error { return renderHistory(w, d.Events) }), `ID  START                 END                   DIGEST        ACTION  ACTOR  ENDED
 7   2024-11-26T09:00:05Z  -                     bbbbbbbbbbbb  move    ci     -
 3   2024-11-25T09:00:00Z  2024-11-26T09:00:05Z  aaaaaaaaaaaa  push    -      move by ci
 `},
@@ -358,11 +410,7 @@ func TestTables(t *testing.T) {
 			{"tag":"7","digest":"` + digestA + `","start":"2024-11-25T09:00:00Z","numbered":true,"rank":1},
 			{"tag":"6","digest":"sha512:0123456789abcdef","start":"2024-11-24T09:00:00Z","end":"2024-11-25T09:00:00Z","numbered":true,"restorableUntil":"2024-12-09T09:00:00Z"},
 			{"tag":"latest","digest":"` + digestA + `","start":"2024-11-25T09:00:00Z","numbered":false}]}`,
-			func(w io.Writer, b []byte) error {
-				var d struct{ Tags []tagInfo }
-				json.Unmarshal(b, &d)
-				return renderTags(w, d.Tags)
-			}, `TAG     DIGEST               START                 END                   NUMBERED  RANK  RESTORABLE UNTIL
+			decoded(func(w io.Writer, d struct{ Tags []tagInfo }) error { return renderTags(w, d.Tags) }), `TAG     DIGEST               START                 END                   NUMBERED  RANK  RESTORABLE UNTIL
 7       aaaaaaaaaaaa         2024-11-25T09:00:00Z  -                     yes       1     -
 6       sha512:0123456789ab  2024-11-24T09:00:00Z  2024-11-25T09:00:00Z  yes       -     2024-12-09T09:00:00Z
 latest  aaaaaaaaaaaa         2024-11-25T09:00:00Z  -                     no        -     -
@@ -370,13 +418,7 @@ latest  aaaaaaaaaaaa         2024-11-25T09:00:00Z  -                     no     
 		{"repos", `{"repositories":[
 			{"name":"team/app","createdAt":"2024-11-01T00:00:00Z","tags":3,"numberedTags":2,"manifests":2,"size":1572864,"newest":{"tag":"7","digest":"` + digestA + `","pushedAt":"2024-11-25T09:00:00Z"}},
 			{"name":"empty","createdAt":"2024-11-02T00:00:00Z","tags":[],"numberedTags":[],"manifests":0,"size":0}]}`,
-			func(w io.Writer, b []byte) error {
-				var d struct{ Repositories []repository }
-				if err := json.Unmarshal(b, &d); err != nil {
-					return err
-				}
-				return renderRepos(w, d.Repositories)
-			}, `NAME      TAGS  NUMBERED  MANIFESTS  SIZE     NEWEST  CREATED
+			decoded(func(w io.Writer, d struct{ Repositories []repository }) error { return renderRepos(w, d.Repositories) }), `NAME      TAGS  NUMBERED  MANIFESTS  SIZE     NEWEST  CREATED
 team/app  3     2         2          1.5 MiB  7       2024-11-01T00:00:00Z
 empty     0     0         0          0 B      -       2024-11-02T00:00:00Z
 `},
@@ -384,11 +426,7 @@ empty     0     0         0          0 B      -       2024-11-02T00:00:00Z
 			"retention":{"keepNewest":10,"keepYoungerThan":"720h","keepPattern":""}},
 			"rules":[{"repositories":"team/*","source":"config","policy":{"retention":{"keepNewest":10}}},
 			{"repositories":"team/app","source":"api","policy":{"immutableNumbered":true}}]}`,
-			func(w io.Writer, b []byte) error {
-				var p policyAnswer
-				json.Unmarshal(b, &p)
-				return renderPolicy(w, p)
-			}, `REPOSITORY          team/app
+			decoded(renderPolicy), `REPOSITORY          team/app
 ordering            integer,semver
 pattern             -
 immutable-numbered  true
@@ -402,31 +440,15 @@ team/*    config  {"retention":{"keepNewest":10}}
 team/app  api     {"immutableNumbered":true}
 `},
 		{"retention", `{"repository":"app","retention":{"keepNewest":1},"delete":[{"tag":"1","digest":"` + digestA + `","start":"2024-11-25T09:00:00Z"}]}`,
-			func(w io.Writer, b []byte) error {
-				var r retentionAnswer
-				json.Unmarshal(b, &r)
-				return renderRetention(w, r, true)
-			}, `would delete 1 tags of app (keep-newest=1)
+			decoded(func(w io.Writer, r retentionAnswer) error { return renderRetention(w, r, true) }), `would delete 1 tags of app (keep-newest=1)
 TAG  DIGEST        START
 1    aaaaaaaaaaaa  2024-11-25T09:00:00Z
 `},
-	} {
-		var out bytes.Buffer
-		if err := tc.render(&out, []byte(tc.json)); err != nil {
-			t.Errorf("%s: %v", tc.name, err)
-		}
-		if out.String() != tc.want {
-			t.Errorf("%s: printed\n%s\nwant\n%s", tc.name, out.String(), tc.want)
-		}
-	}
+	})
 }
 
 func TestOneLineResults(t *testing.T) {
-	for _, tc := range []struct {
-		args   []string
-		answer string
-		want   string
-	}{
+	checkPrinted(t, []printedCase{
 		{[]string{"tags", "set", "app:latest", digestA}, `{"repository":"app","tag":"latest","digest":"` + digestA + `","previous":"` + digestB + `"}`,
 			"set app:latest -> " + digestA + " (was " + digestB + ")\n"},
 		{[]string{"tags", "delete", "app:7"}, `{"repository":"app","tag":"7","digest":"` + digestA + `"}`,
@@ -435,13 +457,7 @@ func TestOneLineResults(t *testing.T) {
 			"rolled back (promote): app:3 -> " + digestA + "\n"},
 		{[]string{"tags", "restore", "app:7", "--json"}, `{"repository":"app","tag":"7","digest":"x"}`,
 			"{\n  \"repository\": \"app\",\n  \"tag\": \"7\",\n  \"digest\": \"x\"\n}\n"},
-	} {
-		srv, _ := fakeAPI(t, http.StatusOK, tc.answer)
-		out, err := runCLI(t, srv.URL, tc.args...)
-		if err != nil || out != tc.want {
-			t.Errorf("%q: printed %q, %v; want %q", tc.args, out, err, tc.want)
-		}
-	}
+	})
 }
 
 func TestSize(t *testing.T) {

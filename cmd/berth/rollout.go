@@ -627,21 +627,28 @@ func (s *swarm) do(ctx context.Context, method, path string, body any, out any) 
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := s.http.Do(req)
+	return readAnswer("docker", req, s.http, out)
+}
+
+// readAnswer sends req for the API named and decodes a 2xx answer into out
+// (if not nil); any other status is an error with the answer's message,
+// which the Engine API and the Kubernetes API server both put in "message".
+func readAnswer(api string, req *http.Request, client *http.Client, out any) error {
+	resp, err := client.Do(req)
 	if err != nil {
-		return fmt.Errorf("docker: %w", err)
+		return fmt.Errorf("%s: %w", api, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
 		var e struct{ Message string }
 		json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&e)
-		return fmt.Errorf("docker %s %s: %s: %s", method, strings.SplitN(path, "?", 2)[0], resp.Status, e.Message)
+		return fmt.Errorf("%s %s %s: %s: %s", api, req.Method, req.URL.EscapedPath(), resp.Status, e.Message)
 	}
 	if out == nil {
 		return nil
 	}
 	d := json.NewDecoder(resp.Body)
-	d.UseNumber() // the spec goes back as it came: no int64 through float64
+	d.UseNumber() // a swarm spec goes back as it came: no int64 through float64
 	return d.Decode(out)
 }
 
@@ -787,20 +794,7 @@ func (k *kube) do(ctx context.Context, method, path, contentType string, body []
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
-	resp, err := k.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("kubernetes: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		var st struct{ Message string }
-		json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&st)
-		return fmt.Errorf("kubernetes %s %s: %s: %s", method, strings.SplitN(path, "?", 2)[0], resp.Status, st.Message)
-	}
-	if out == nil {
-		return nil
-	}
-	return json.NewDecoder(resp.Body).Decode(out)
+	return readAnswer("kubernetes", req, k.http, out)
 }
 
 type deployment struct {

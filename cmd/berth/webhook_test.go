@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -17,10 +15,7 @@ func TestWebhookRequests(t *testing.T) {
 	t.Setenv("BERTH_USER", "")
 	t.Setenv("BERTH_PASSWORD", "")
 	t.Setenv(webhookSecretEnv, "")
-	for _, tc := range []struct {
-		args []string
-		want request
-	}{
+	checkSent(t, []sentCase{
 		{[]string{"webhooks", "list"}, request{Method: "GET", Path: "/admin/v1/webhooks"}},
 		{[]string{"webhooks", "show", "deploy"}, request{Method: "GET", Path: "/admin/v1/webhooks/deploy"}},
 		{[]string{"webhooks", "add", "deploy", "--target", "https://ci.example.com/hook", "--format", "cloudevents", "--secret", "s1"},
@@ -40,16 +35,7 @@ func TestWebhookRequests(t *testing.T) {
 		{[]string{"webhooks", "deliveries", "deploy", "--limit", "5"}, request{Method: "GET", Path: "/admin/v1/webhooks/deploy/deliveries", Query: "limit=5"}},
 		{[]string{"webhooks", "delivery", "deploy", "42"}, request{Method: "GET", Path: "/admin/v1/webhooks/deploy/deliveries/42"}},
 		{[]string{"webhooks", "redeliver", "deploy", "42"}, request{Method: "POST", Path: "/admin/v1/webhooks/deploy/deliveries/42/redeliver"}},
-	} {
-		srv, got := fakeAPI(t, http.StatusOK, "{}")
-		if _, err := runCLI(t, srv.URL, tc.args...); err != nil {
-			t.Errorf("%q: %v", tc.args, err)
-			continue
-		}
-		if len(*got) != 1 || (*got)[0] != tc.want {
-			t.Errorf("%q sent\n  %+v\nwant\n  %+v", tc.args, *got, tc.want)
-		}
-	}
+	})
 }
 
 // TestWebhookSecretFromEnvironment: --secret wins over the variable, which
@@ -137,24 +123,12 @@ func TestWebhookFile(t *testing.T) {
 	os.WriteFile(file, []byte(`{"url": "http://h/", "format": "harbor", "secrets": ["s"]}`), 0o644)
 	named := filepath.Join(dir, "named.json")
 	os.WriteFile(named, []byte(`{"name": "deploy", "url": "http://h/", "format": "harbor"}`), 0o644)
-	for _, tc := range []struct {
-		args []string
-		want request
-	}{
+	checkSent(t, []sentCase{
 		{[]string{"webhooks", "add", "deploy", "--file", file},
 			request{Method: "POST", Path: "/admin/v1/webhooks", Body: `{"format":"harbor","name":"deploy","secrets":["s"],"url":"http://h/"}`}},
 		{[]string{"webhooks", "set", "deploy", "--file", named},
 			request{Method: "PUT", Path: "/admin/v1/webhooks/deploy", Body: `{"format":"harbor","name":"deploy","url":"http://h/"}`}},
-	} {
-		srv, got := fakeAPI(t, http.StatusOK, "{}")
-		if _, err := runCLI(t, srv.URL, tc.args...); err != nil {
-			t.Errorf("%q: %v", tc.args, err)
-			continue
-		}
-		if len(*got) != 1 || (*got)[0] != tc.want {
-			t.Errorf("%q sent\n  %+v\nwant\n  %+v", tc.args, *got, tc.want)
-		}
-	}
+	})
 }
 
 // TestWebhookUsageErrors: what is wrong on the command line is never sent.
@@ -232,34 +206,18 @@ func TestWebhookPing(t *testing.T) {
 
 // TestWebhookTables renders fixed answers of the webhook API.
 func TestWebhookTables(t *testing.T) {
-	for _, tc := range []struct {
-		name, json string
-		render     func(w io.Writer, b []byte) error
-		want       string
-	}{
+	checkRendered(t, []renderCase{
 		{"list", `{"webhooks":[` + storedWebhook + `,
 			{"name":"gone","url":"http://g/","format":"harbor","secrets":1,"source":"config","createdAt":"2024-11-25T09:00:00Z",
 			"updatedAt":"2024-11-25T09:00:00Z","disabledAt":"2024-11-26T09:00:00Z","disabledReason":"the endpoint answered 410 Gone","consecutiveFailures":0},
 			{"name":"slow","url":"http://s/","format":"distribution","secrets":1,"source":"api","createdAt":"2024-11-25T09:00:00Z",
 			"updatedAt":"2024-11-25T09:00:00Z","consecutiveFailures":10,"pausedUntil":"2024-11-26T09:05:00Z"}]}`,
-			func(w io.Writer, b []byte) error {
-				var d struct{ Webhooks []webhook }
-				if err := json.Unmarshal(b, &d); err != nil {
-					return err
-				}
-				return renderWebhooks(w, d.Webhooks)
-			}, `NAME    TARGET         FORMAT        SOURCE  STATE                              FAILURES
+			decoded(func(w io.Writer, d struct{ Webhooks []webhook }) error { return renderWebhooks(w, d.Webhooks) }), `NAME    TARGET         FORMAT        SOURCE  STATE                              FAILURES
 deploy  http://h/hook  cloudevents   api     enabled                            0
 gone    http://g/      harbor        config  disabled                           0
 slow    http://s/      distribution  api     paused until 2024-11-26T09:05:00Z  10
 `},
-		{"show", storedWebhook, func(w io.Writer, b []byte) error {
-			var h webhook
-			if err := json.Unmarshal(b, &h); err != nil {
-				return err
-			}
-			return renderWebhook(w, h)
-		}, `WEBHOOK        deploy
+		{"show", storedWebhook, decoded(renderWebhook), `WEBHOOK        deploy
 target         http://h/hook
 format         cloudevents
 secrets        2
@@ -282,13 +240,7 @@ updated        2024-11-26T09:00:00Z
 			{"id":7,"event":{"id":"evt_1","time":1732608000000000000,"action":"push","repository":"team/app","tag":"42","digest":"` + digestA + `",
 			"mediaType":"application/vnd.oci.image.manifest.v1+json","size":500,"numbered":true,"newest":true},"state":"delivered","attempts":1,
 			"lastStatus":200,"createdAt":"2024-11-26T08:00:00Z","doneAt":"2024-11-26T08:00:01Z"}]}`,
-			func(w io.Writer, b []byte) error {
-				var d struct{ Deliveries []delivery }
-				if err := json.Unmarshal(b, &d); err != nil {
-					return err
-				}
-				return renderDeliveries(w, d.Deliveries)
-			}, `ID  CREATED               ACTION           REFERENCE              STATE      ATTEMPTS  STATUS  NEXT ATTEMPT
+			decoded(func(w io.Writer, d struct{ Deliveries []delivery }) error { return renderDeliveries(w, d.Deliveries) }), `ID  CREATED               ACTION           REFERENCE              STATE      ATTEMPTS  STATUS  NEXT ATTEMPT
 9   2024-11-26T09:00:00Z  manifest-delete  team/app@aaaaaaaaaaaa  pending    2         503     2024-11-26T09:02:30Z
 7   2024-11-26T08:00:00Z  push             team/app:42            delivered  1         200     -
 `},
@@ -297,13 +249,7 @@ updated        2024-11-26T09:00:00Z
 			"numbered":true,"actor":"10.0.0.1:5555"},"state":"dead","attempts":2,"createdAt":"2024-11-26T09:00:00Z","doneAt":"2024-11-27T09:00:00Z",
 			"log":[{"attempt":1,"at":"2024-11-26T09:00:00.5Z","status":0,"latency":"10.000412s","response":"Post \"http://h/\": context deadline exceeded"},
 			{"attempt":2,"at":"2024-11-26T09:00:05Z","status":503,"latency":"345.6789µs","response":"<html>\n  <body>busy</body>\n</html>"}]}`,
-			func(w io.Writer, b []byte) error {
-				var d delivery
-				if err := json.Unmarshal(b, &d); err != nil {
-					return err
-				}
-				return renderDelivery(w, d)
-			}, `DELIVERY      9
+			decoded(renderDelivery), `DELIVERY      9
 event         evt_2
 action        push
 reference     team/app:43
@@ -321,34 +267,16 @@ ATTEMPT  AT                    STATUS  LATENCY  RESPONSE
 1        2024-11-26T09:00:00Z  -       10s      Post "http://h/": context deadline exceeded
 2        2024-11-26T09:00:05Z  503     346µs    <html> <body>busy</body> </html>
 `},
-	} {
-		var out bytes.Buffer
-		if err := tc.render(&out, []byte(tc.json)); err != nil {
-			t.Errorf("%s: %v", tc.name, err)
-		}
-		if out.String() != tc.want {
-			t.Errorf("%s: printed\n%s\nwant\n%s", tc.name, out.String(), tc.want)
-		}
-	}
+	})
 }
 
 func TestWebhookOneLineResults(t *testing.T) {
-	for _, tc := range []struct {
-		args   []string
-		answer string
-		want   string
-	}{
+	checkPrinted(t, []printedCase{
 		{[]string{"webhooks", "delete", "deploy"}, "", "deleted the webhook deploy and its deliveries\n"},
 		{[]string{"webhooks", "enable", "deploy"}, storedWebhook, "enabled the webhook deploy\n"},
 		{[]string{"webhooks", "redeliver", "deploy", "7"}, `{"id":7,"event":{"action":"push","repository":"team/app","tag":"42"},"state":"pending"}`,
 			"delivery 7 (push team/app:42) is pending again, due now\n"},
-	} {
-		srv, _ := fakeAPI(t, http.StatusOK, tc.answer)
-		out, err := runCLI(t, srv.URL, tc.args...)
-		if err != nil || out != tc.want {
-			t.Errorf("%q: printed %q, %v; want %q", tc.args, out, err, tc.want)
-		}
-	}
+	})
 }
 
 func TestOneLine(t *testing.T) {
