@@ -171,27 +171,7 @@ func TestKeyOrderProperty(t *testing.T) {
 		}
 		tags = append(tags, tag)
 	}
-	fails := 0
-	parsed := make([]Version, len(tags))
-	for i, tag := range tags {
-		parsed[i], _ = v.Parse(tag)
-	}
-	for i := range tags {
-		for j := range tags {
-			a, b := parsed[i], parsed[j]
-			got := sign(Compare(a, b))
-			want := sign(refCompare(refParseSemver(tags[i]), refParseSemver(tags[j])))
-			if got != want {
-				fails++
-				if fails < 10 {
-					t.Errorf("%q vs %q: key %d, reference %d", tags[i], tags[j], got, want)
-				}
-			}
-		}
-	}
-	if fails > 0 {
-		t.Errorf("%d mismatches of %d", fails, len(tags)*len(tags))
-	}
+	expectKeyOrder(t, v, tags, refParseSemver)
 }
 
 // TestPatternKeyProperty: the same for a pattern ordering.
@@ -215,20 +195,34 @@ func TestPatternKeyProperty(t *testing.T) {
 		}
 		return refVer{ns, nil, tag}
 	}
-	fails := 0
+	expectKeyOrder(t, v, tags, ref)
+}
+
+// expectKeyOrder fails unless Compare on the tags as v parses them orders every pair as the
+// reference comparator does on the tags as ref reads them.
+func expectKeyOrder(t *testing.T, v *Versioning, tags []string, ref func(tag string) refVer) {
+	t.Helper()
 	parsed := make([]Version, len(tags))
+	refs := make([]refVer, len(tags))
 	for i, tag := range tags {
-		parsed[i], _ = v.Parse(tag)
+		var ok bool
+		if parsed[i], ok = v.Parse(tag); !ok {
+			t.Fatalf("%q does not parse", tag)
+		}
+		refs[i] = ref(tag)
 	}
+	fails := 0
 	for i := range tags {
 		for j := range tags {
-			a, b := parsed[i], parsed[j]
-			if got, want := sign(Compare(a, b)), sign(refCompare(ref(tags[i]), ref(tags[j]))); got != want {
+			if got, want := sign(Compare(parsed[i], parsed[j])), sign(refCompare(refs[i], refs[j])); got != want {
 				fails++
 				if fails < 10 {
 					t.Errorf("%q vs %q: key %d, reference %d", tags[i], tags[j], got, want)
 				}
 			}
 		}
+	}
+	if fails > 0 {
+		t.Errorf("%d mismatches of %d", fails, len(tags)*len(tags))
 	}
 }

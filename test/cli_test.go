@@ -3,18 +3,16 @@ package test
 import (
 	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"os/exec"
 	"reflect"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/berthhq/berth/internal/testserver"
 	"github.com/berthhq/berth/notify"
 )
 
@@ -59,29 +57,18 @@ func expectDigest(t *testing.T, s *server, repo, tag, want string) {
 	}
 }
 
-// The admin API's documents, as far as the tests read them.
+// The CLI's --json answers to versions and tags history: the admin API's pages.
 type (
-	cliEvent struct {
-		ID        int64  `json:"id"`
-		Digest    string `json:"digest"`
-		End       string `json:"end"`
-		Action    string `json:"action"`
-		EndAction string `json:"endAction"`
-	}
 	cliHistory struct {
-		Repository string     `json:"repository"`
-		Tag        string     `json:"tag"`
-		Events     []cliEvent `json:"events"`
-		Next       string     `json:"next"`
+		Repository string  `json:"repository"`
+		Tag        string  `json:"tag"`
+		Events     []event `json:"events"`
+		Next       string  `json:"next"`
 	}
 	cliVersions struct {
-		Repository string `json:"repository"`
-		Versions   []struct {
-			Tag    string `json:"tag"`
-			Digest string `json:"digest"`
-			Newest bool   `json:"newest"`
-		} `json:"versions"`
-		Next string `json:"next"`
+		Repository string    `json:"repository"`
+		Versions   []version `json:"versions"`
+		Next       string    `json:"next"`
 	}
 )
 
@@ -95,8 +82,8 @@ func names(rs []struct{ Name string }) []string {
 
 // hasAction reports whether a tag's history shows the action, as a row's
 // beginning or its end.
-func hasAction(es []cliEvent, action string) bool {
-	return slices.ContainsFunc(es, func(e cliEvent) bool { return e.Action == action || e.EndAction == action })
+func hasAction(es []event, action string) bool {
+	return slices.ContainsFunc(es, func(e event) bool { return e.Action == action || e.EndAction == action })
 }
 
 // TestCLIHistoryAndVersions drives `berth versions` and `berth tags history`
@@ -134,8 +121,8 @@ func TestCLIHistoryAndVersions(t *testing.T) {
 	var h cliHistory
 	runJSON(t, cli, &h, "tags", "history", repo+":latest")
 	if h.Repository != repo || h.Tag != "latest" || len(h.Events) != 2 ||
-		h.Events[0].Digest != a.Digest || h.Events[0].End != "" || h.Events[0].Action != "push" ||
-		h.Events[1].Digest != b.Digest || h.Events[1].End == "" || h.Events[1].EndAction != "push" {
+		h.Events[0].Digest != a.Digest || !h.Events[0].End.IsZero() || h.Events[0].Action != "push" ||
+		h.Events[1].Digest != b.Digest || h.Events[1].End.IsZero() || h.Events[1].EndAction != "push" {
 		t.Fatalf("berth tags history: %+v", h)
 	}
 	runJSON(t, cli, &h, "tags", "history", repo+":latest", "--limit", "1")
@@ -331,68 +318,27 @@ func TestCLIAdmin(t *testing.T) {
 	}
 }
 
-// signedReceiver is a webhook receiver on 127.0.0.1 that verifies each delivery's
-// signature and keeps the verified ones.
-type signedReceiver struct {
-	URL string
-
-	secret string
-	mu     sync.Mutex
-	got    []receivedDelivery
-}
-
-type receivedDelivery struct {
-	ID   string // webhook-id
-	Body []byte
-}
-
-func newSignedReceiver(t *testing.T, secret string) *signedReceiver {
-	rc := &signedReceiver{secret: secret}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		if err := notify.Verify(r.Header, body, []string{rc.secret}, time.Now(), time.Minute); err != nil {
-			t.Errorf("receiver: %v", err)
-			http.Error(w, err.Error(), http.StatusUnauthorized)
-			return
-		}
-		rc.mu.Lock()
-		rc.got = append(rc.got, receivedDelivery{r.Header.Get(notify.HeaderID), body})
-		rc.mu.Unlock()
-		io.WriteString(w, "thanks")
-	}))
-	t.Cleanup(srv.Close)
-	rc.URL = srv.URL + "/hook"
-	return rc
-}
-
-// delivery returns the delivery of the event id, if it came.
-func (rc *signedReceiver) delivery(id string) (receivedDelivery, bool) {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	i := slices.IndexFunc(rc.got, func(d receivedDelivery) bool { return d.ID == id })
-	if i < 0 {
-		return receivedDelivery{}, false
-	}
-	return rc.got[i], true
-}
-
 // cliDeliveries is what `berth webhooks deliveries --json` prints.
 type cliDeliveries struct {
-	Webhook    string `json:"webhook"`
-	Deliveries []struct {
-		ID    int64 `json:"id"`
-		Event struct {
-			ID         string `json:"id"`
-			Action     string `json:"action"`
-			Repository string `json:"repository"`
-			Tag        string `json:"tag"`
-			Digest     string `json:"digest"`
-			Numbered   bool   `json:"numbered"`
-		} `json:"event"`
-		State      string `json:"state"`
-		Attempts   int    `json:"attempts"`
-		LastStatus int    `json:"lastStatus"`
-	} `json:"deliveries"`
+	Webhook    string         `json:"webhook"`
+	Deliveries []hookDelivery `json:"deliveries"`
+}
+
+// signedDelivery returns the request of the event id that r got, if it came, and fails unless
+// every request r got so far verifies with secret.
+func signedDelivery(t *testing.T, r *receiver, secret, id string) (received, bool) {
+	t.Helper()
+	reqs := r.requests()
+	for _, rq := range reqs {
+		if err := notify.Verify(rq.Header, rq.Body, []string{secret}, time.Now(), time.Minute); err != nil {
+			t.Errorf("receiver: request #%d: %v", rq.N, err)
+		}
+	}
+	i := slices.IndexFunc(reqs, func(rq received) bool { return rq.Header.Get(notify.HeaderID) == id })
+	if i < 0 {
+		return received{}, false
+	}
+	return reqs[i], true
 }
 
 // TestCLIWebhooks adds a webhook with the CLI, pushes, and follows the
@@ -403,7 +349,8 @@ func TestCLIWebhooks(t *testing.T) {
 	cli := berthCLI(t, s)
 	const secret = "whsec_YmVydGgtZTJlLXdlYmhvb2stc2VjcmV0"
 	cli.env = append(slices.Clone(cli.env), "BERTH_WEBHOOK_SECRET="+secret)
-	rc := newSignedReceiver(t, secret)
+	rcv := newReceiver(t, func(int) reply { return reply{Status: http.StatusOK, Body: "thanks"} })
+	target := rcv.URL + "/hook"
 	repo := uniqueRepo(t, "cli-webhooks")
 	name := strings.ReplaceAll(repo, "/", "-")
 
@@ -416,12 +363,12 @@ func TestCLIWebhooks(t *testing.T) {
 		Source       string   `json:"source"`
 	}
 	// Only this test's repository: the shared server has other tests' pushes.
-	runJSON(t, cli, &h, "webhooks", "add", name, "--target", rc.URL, "--format", "cloudevents", "--repo", repo, "--numbered-only")
-	if h.Name != name || h.URL != rc.URL || h.Secrets != 1 || !slices.Equal(h.Repositories, []string{repo}) || !h.NumberedOnly || h.Source != "api" {
+	runJSON(t, cli, &h, "webhooks", "add", name, "--target", target, "--format", "cloudevents", "--repo", repo, "--numbered-only")
+	if h.Name != name || h.URL != target || h.Secrets != 1 || !slices.Equal(h.Repositories, []string{repo}) || !h.NumberedOnly || h.Source != "api" {
 		t.Fatalf("berth webhooks add: %+v", h)
 	}
-	expectExit(t, cli, 1, "berth: WEBHOOK_CONFLICT: ", "webhooks", "add", name, "--target", rc.URL, "--format", "cloudevents")
-	if out := string(cli.run(t, "webhooks", "list")); !strings.Contains(out, name+"  "+rc.URL) {
+	expectExit(t, cli, 1, "berth: WEBHOOK_CONFLICT: ", "webhooks", "add", name, "--target", target, "--format", "cloudevents")
+	if out := string(cli.run(t, "webhooks", "list")); !strings.Contains(out, name+"  "+target) {
 		t.Fatalf("berth webhooks list printed:\n%s", out)
 	}
 
@@ -430,22 +377,22 @@ func TestCLIWebhooks(t *testing.T) {
 	img.push(t, s, repo, "1")
 	pushManifest(t, s, repo, "latest", mtOCIManifest, img.Manifest)
 	var ds cliDeliveries
-	for deadline := time.Now().Add(20 * time.Second); ; {
+	err := testserver.WaitFor(20*time.Second, func() error {
 		runJSON(t, cli, &ds, "webhooks", "deliveries", name)
-		if len(ds.Deliveries) > 0 && ds.Deliveries[0].State != "pending" {
-			break
+		if len(ds.Deliveries) == 0 || ds.Deliveries[0].State == "pending" {
+			return errors.New("no delivery settled")
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no delivery settled in 20 s: %+v", ds)
-		}
-		time.Sleep(50 * time.Millisecond) // poll interval, not a wait for a condition
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("%v: %+v", err, ds)
 	}
 	d := ds.Deliveries[0]
 	if ds.Webhook != name || len(ds.Deliveries) != 1 || d.State != "delivered" || d.Attempts != 1 || d.LastStatus != 200 ||
-		d.Event.Action != "push" || d.Event.Repository != repo || d.Event.Tag != "1" || d.Event.Digest != img.Digest || !d.Event.Numbered {
+		d.Event.Action != "push" || d.Event.Repository != repo || d.Event.Tag != "1" || string(d.Event.Digest) != img.Digest || !d.Event.Numbered {
 		t.Fatalf("berth webhooks deliveries: %+v", ds)
 	}
-	got, ok := rc.delivery(d.Event.ID)
+	got, ok := signedDelivery(t, rcv, secret, d.Event.ID)
 	if !ok {
 		t.Fatalf("the receiver has no delivery of event %s", d.Event.ID)
 	}
@@ -475,7 +422,7 @@ func TestCLIWebhooks(t *testing.T) {
 		Status int    `json:"status"`
 	}
 	runJSON(t, cli, &ping, "webhooks", "ping", name)
-	if _, ok := rc.delivery(ping.Event); ping.Status != 200 || !ok {
+	if _, ok := signedDelivery(t, rcv, secret, ping.Event); ping.Status != 200 || !ok {
 		t.Fatalf("berth webhooks ping: %+v; received: %v", ping, ok)
 	}
 	if out := string(cli.run(t, "webhooks", "ping", name)); !strings.Contains(out, "200 OK") {
@@ -487,5 +434,5 @@ func TestCLIWebhooks(t *testing.T) {
 	if out := string(cli.run(t, "webhooks", "list")); strings.Contains(out, name) {
 		t.Fatalf("berth webhooks list after the delete printed:\n%s", out)
 	}
-	expectExit(t, cli, 2, "needs --target", "webhooks", "add", name, "--url", rc.URL, "--format", "cloudevents")
+	expectExit(t, cli, 2, "needs --target", "webhooks", "add", name, "--url", target, "--format", "cloudevents")
 }

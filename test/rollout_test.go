@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -16,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/berthhq/berth/internal/testserver"
 )
 
 // versionSource prints the version it was built with, then runs until
@@ -118,8 +121,8 @@ func TestRolloutSwarm(t *testing.T) {
 			t.Fatalf("the engine still has %s after docker rmi %s", s.ref(repo, "@"+digests[v]), ref)
 		}
 	}
-	delivered := func(action, tag string) func(webhookDelivery) bool {
-		return func(d webhookDelivery) bool {
+	delivered := func(action, tag string) func(hookDelivery) bool {
+		return func(d hookDelivery) bool {
 			return d.Event.Action == action && d.Event.Tag == tag && d.State == "delivered"
 		}
 	}
@@ -160,7 +163,7 @@ func TestRolloutSwarm(t *testing.T) {
 	rcv.stop(t)
 	start = time.Now()
 	push("2")
-	d = waitDelivery(t, s, hook, "push of 2 attempted", func(d webhookDelivery) bool {
+	d = waitDelivery(t, s, hook, "push of 2 attempted", func(d hookDelivery) bool {
 		return d.Event.Action == "push" && d.Event.Tag == "2" && d.Attempts > 0
 	})
 	if d.State != "pending" || d.LastStatus != 0 {
@@ -206,7 +209,7 @@ func TestRolloutSwarm(t *testing.T) {
 	// has restarted since it acted on it, knows the event and does nothing.
 	resp, body = httpDo(t, http.MethodPost, fmt.Sprintf("%s/admin/v1/webhooks/%s/deliveries/%d/redeliver", s.URL, hook, push2.ID), nil, nil)
 	expectStatus(t, resp, body, http.StatusOK)
-	d = waitDelivery(t, s, hook, "push of 2 delivered again", func(d webhookDelivery) bool {
+	d = waitDelivery(t, s, hook, "push of 2 delivered again", func(d hookDelivery) bool {
 		return d.ID == push2.ID && d.State == "delivered" && d.Attempts == push2.Attempts+1
 	})
 	if ans := receiverAnswer(t, s, hook, d.ID); !ans.Duplicate || len(ans.Events) != 0 {
@@ -218,7 +221,7 @@ func TestRolloutSwarm(t *testing.T) {
 	// receiver's state; what it applied last is the rollback: nothing it
 	// should have acted on was ignored.
 	events := map[string]string{} // action and tag → event id
-	for _, d := range webhookDeliveries(t, s, hook) {
+	for _, d := range deliveries(t, s, hook) {
 		if d.State != "delivered" {
 			t.Errorf("delivery %d (%s %s) is %s, want delivered", d.ID, d.Event.Action, d.Event.Tag, d.State)
 		}
@@ -246,10 +249,9 @@ func TestRolloutSwarm(t *testing.T) {
 	// The same events signed with the other secret: the receiver refused
 	// them, so none is delivered, and the dispatcher keeps retrying the
 	// first (the others wait behind it, in order).
-	var refused webhookDelivery
-	deadline := time.Now().Add(rolloutTimeout)
-	for refused.ID == 0 {
-		wrong := webhookDeliveries(t, s, wrongHook)
+	var refused hookDelivery
+	err := testserver.WaitFor(rolloutTimeout, func() error {
+		wrong := deliveries(t, s, wrongHook)
 		if len(wrong) != len(events) {
 			t.Fatalf("webhook %s has %d deliveries, want one for each of the %d events", wrongHook, len(wrong), len(events))
 		}
@@ -258,7 +260,7 @@ func TestRolloutSwarm(t *testing.T) {
 				t.Fatalf("webhook %s: delivery %+v, want the events of %s, none delivered", wrongHook, d, hook)
 			}
 			if d.Attempts > 0 {
-				if full := webhookDeliveryLog(t, s, wrongHook, d.ID); slices.ContainsFunc(full.Log, func(a deliveryAttempt) bool {
+				if full := delivery(t, s, wrongHook, d.ID); slices.ContainsFunc(full.Log, func(a hookAttempt) bool {
 					return a.Status == http.StatusUnauthorized && strings.Contains(a.Response, "no v1 signature")
 				}) {
 					refused = full
@@ -266,11 +268,12 @@ func TestRolloutSwarm(t *testing.T) {
 			}
 		}
 		if refused.ID == 0 {
-			if time.Now().After(deadline) {
-				t.Fatalf("webhook %s: no delivery refused with 401 within %s", wrongHook, rolloutTimeout)
-			}
-			time.Sleep(200 * time.Millisecond) // poll interval, not a wait for a condition
+			return errors.New("no delivery refused with 401")
 		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("webhook %s: %v", wrongHook, err)
 	}
 	t.Logf("webhook %s: delivery %d (%s %s) refused: %d attempts, %s", wrongHook, refused.ID, refused.Event.Action,
 		refused.Event.Tag, len(refused.Log), strings.TrimSpace(refused.Log[0].Response))
@@ -283,87 +286,32 @@ func webhookSecret(t *testing.T) string {
 	return "whsec_" + base64.StdEncoding.EncodeToString(randBytes(t, 32))
 }
 
-// webhookDelivery is a delivery of the admin API, as far as the test reads it.
-type webhookDelivery struct {
-	ID    int64 `json:"id"`
-	Event struct {
-		ID       string `json:"id"`
-		Action   string `json:"action"`
-		Tag      string `json:"tag"`
-		Digest   string `json:"digest"`
-		Numbered bool   `json:"numbered"`
-		Newest   bool   `json:"newest"`
-	} `json:"event"`
-	State      string            `json:"state"`
-	Attempts   int64             `json:"attempts"`
-	LastStatus int64             `json:"lastStatus"`
-	Log        []deliveryAttempt `json:"log"`
-}
-
-type deliveryAttempt struct {
-	Attempt  int64  `json:"attempt"`
-	Status   int64  `json:"status"`
-	Response string `json:"response"`
-}
-
-// webhookDeliveries lists a webhook's deliveries, newest first.
-func webhookDeliveries(t *testing.T, s *server, hook string) []webhookDelivery {
-	t.Helper()
-	resp, body := httpDo(t, http.MethodGet, s.URL+"/admin/v1/webhooks/"+hook+"/deliveries?limit=100", nil, nil)
-	expectStatus(t, resp, body, http.StatusOK)
-	var page struct {
-		Deliveries []webhookDelivery `json:"deliveries"`
-		Next       string            `json:"next"`
-	}
-	if err := json.Unmarshal(body, &page); err != nil {
-		t.Fatalf("deliveries of %s: %v\n%s", hook, err, truncate(body))
-	}
-	if page.Next != "" {
-		t.Fatalf("deliveries of %s: more than one page", hook)
-	}
-	return page.Deliveries
-}
-
-// webhookDeliveryLog is one delivery with the log of its attempts.
-func webhookDeliveryLog(t *testing.T, s *server, hook string, id int64) webhookDelivery {
-	t.Helper()
-	resp, body := httpDo(t, http.MethodGet, fmt.Sprintf("%s/admin/v1/webhooks/%s/deliveries/%d", s.URL, hook, id), nil, nil)
-	expectStatus(t, resp, body, http.StatusOK)
-	var d webhookDelivery
-	if err := json.Unmarshal(body, &d); err != nil {
-		t.Fatalf("delivery %d of %s: %v\n%s", id, hook, err, truncate(body))
-	}
-	return d
-}
-
 // waitDelivery waits until a delivery of the webhook is as ok wants it.
-func waitDelivery(t *testing.T, s *server, hook, what string, ok func(webhookDelivery) bool) webhookDelivery {
+func waitDelivery(t *testing.T, s *server, hook, what string, ok func(hookDelivery) bool) hookDelivery {
 	t.Helper()
-	deadline := time.Now().Add(rolloutTimeout)
-	for {
-		ds := webhookDeliveries(t, s, hook)
+	var ds []hookDelivery
+	err := testserver.WaitFor(rolloutTimeout, func() error {
+		if ds = deliveries(t, s, hook); !slices.ContainsFunc(ds, ok) {
+			return fmt.Errorf("no %s", what)
+		}
+		return nil
+	})
+	if err != nil {
+		var lines []string
 		for _, d := range ds {
-			if ok(d) {
-				return d
-			}
+			lines = append(lines, fmt.Sprintf("%d %s %s: %s after %d attempts (last status %d)",
+				d.ID, d.Event.Action, d.Event.Tag, d.State, d.Attempts, d.LastStatus))
 		}
-		if time.Now().After(deadline) {
-			var lines []string
-			for _, d := range ds {
-				lines = append(lines, fmt.Sprintf("%d %s %s: %s after %d attempts (last status %d)",
-					d.ID, d.Event.Action, d.Event.Tag, d.State, d.Attempts, d.LastStatus))
-			}
-			t.Fatalf("webhook %s: no %s within %s; deliveries:\n%s", hook, what, rolloutTimeout, strings.Join(lines, "\n"))
-		}
-		time.Sleep(100 * time.Millisecond) // poll interval, not a wait for a condition
+		t.Fatalf("webhook %s: %v; deliveries:\n%s", hook, err, strings.Join(lines, "\n"))
 	}
+	return ds[slices.IndexFunc(ds, ok)]
 }
 
 // receiverAnswer is the receiver's answer to a delivery's last attempt, as
 // Berth recorded it; the attempt must have been answered 200.
 func receiverAnswer(t *testing.T, s *server, hook string, id int64) rolloutAnswer {
 	t.Helper()
-	d := webhookDeliveryLog(t, s, hook, id)
+	d := delivery(t, s, hook, id)
 	if len(d.Log) == 0 {
 		t.Fatalf("delivery %d of %s has no attempt", id, hook)
 	}

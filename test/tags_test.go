@@ -624,14 +624,6 @@ func collect[T any](t testing.TB, s *server, repo, path, key string) []T {
 	}
 }
 
-// version is one numbered tag in /versions.
-type version struct {
-	Tag      string    `json:"tag"`
-	Digest   string    `json:"digest"`
-	PushedAt time.Time `json:"pushedAt"`
-	Newest   bool      `json:"newest"`
-}
-
 // expectVersions fails unless /versions lists exactly the tags want, newest first, each at its
 // digest, the first alone marked newest.
 func expectVersions(t testing.TB, s *server, repo string, digests map[string]string, want ...string) {
@@ -651,26 +643,6 @@ func expectVersions(t testing.TB, s *server, repo string, digests map[string]str
 	}
 }
 
-// tagState is one tag in /tags.
-type tagState struct {
-	Tag             string    `json:"tag"`
-	Digest          string    `json:"digest"`
-	Start           time.Time `json:"start"`
-	End             time.Time `json:"end"`
-	Numbered        bool      `json:"numbered"`
-	Rank            int       `json:"rank"`
-	RestorableUntil time.Time `json:"restorableUntil"`
-}
-
-// tagChange is the answer to a change of a tag: PUT, DELETE, restore, rollback.
-type tagChange struct {
-	Repository string `json:"repository"`
-	Mode       string `json:"mode"`
-	Tag        string `json:"tag"`
-	Digest     string `json:"digest"`
-	Previous   string `json:"previous"`
-}
-
 func tagChangeOf(t testing.TB, s *server, method, repo, path, body string) tagChange {
 	t.Helper()
 	var c tagChange
@@ -683,15 +655,6 @@ func expectChange(t testing.TB, got, want tagChange) {
 	if got != want {
 		t.Fatalf("tag change: %+v, want %+v", got, want)
 	}
-}
-
-// effectivePolicy is the part of a repository's effective policy the tests check.
-type effectivePolicy struct {
-	ImmutableNumbered *bool `json:"immutableNumbered"`
-	RefuseLower       *bool `json:"refuseLower"`
-	Retention         *struct {
-		KeepNewest *int `json:"keepNewest"`
-	} `json:"retention"`
 }
 
 // setPolicy PUTs a repository's policy and returns the effective policy in the answer.
@@ -709,35 +672,6 @@ func setPolicy(t testing.TB, s *server, repo, policy string) effectivePolicy {
 }
 
 // Tag history.
-
-// event is one row of a tag's history: where the tag pointed from Start to End (zero while live).
-type event struct {
-	ID        int64     `json:"id"`
-	Tag       string    `json:"tag"`
-	Digest    string    `json:"digest"`
-	Start     time.Time `json:"start"`
-	End       time.Time `json:"end"`
-	Actor     string    `json:"actor"`
-	Action    string    `json:"action"`
-	EndedBy   string    `json:"endedBy"`
-	EndAction string    `json:"endAction"`
-}
-
-func (e event) String() string {
-	end := "live"
-	if !e.End.IsZero() {
-		end = e.End.Format(time.RFC3339Nano) + " by " + e.EndAction
-	}
-	return fmt.Sprintf("#%d %s→%s %s since %s until %s", e.ID, e.Tag, e.Digest, e.Action, e.Start.Format(time.RFC3339Nano), end)
-}
-
-func eventLines(events []event) string {
-	var b strings.Builder
-	for _, e := range events {
-		fmt.Fprintf(&b, "  %s\n", e)
-	}
-	return b.String()
-}
 
 // tagHistory reads a tag's whole history, checking it is the tag's and newest first.
 func tagHistory(t testing.TB, s *server, repo, tag string) []event {
