@@ -64,17 +64,19 @@ var actions = []string{
 var signed = map[string]bool{"Webhook-Id": true, "Webhook-Timestamp": true, "Webhook-Signature": true,
 	"X-Signature": true, "Idempotency-Key": true, "Content-Type": true}
 
-// validHeaderName: a token (RFC 9110), the characters net/http accepts.
-func validHeaderName(k string) bool {
-	if k == "" {
+// ValidHeader reports whether name and value make a header net/http will
+// send: the name a token (RFC 9110), the value without control characters
+// other than tab. A static header that is not would fail every delivery.
+func ValidHeader(name, value string) bool {
+	if name == "" {
 		return false
 	}
-	for _, c := range k {
+	for _, c := range name {
 		if c > 0x7e || c <= ' ' || strings.ContainsRune(`"(),/:;<=>?@[\]{}`, c) {
 			return false
 		}
 	}
-	return true
+	return !strings.ContainsFunc(value, func(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f })
 }
 
 // blobAction reports whether an action is a blob's: those go only to
@@ -109,7 +111,7 @@ func (ep Endpoint) Validate() error {
 		return invalid("format %q is not one of %s, %s, %s", ep.Format, FormatDistribution, FormatHarbor, FormatCloudEvents)
 	}
 	for k, v := range ep.Headers {
-		if !validHeaderName(k) || strings.ContainsAny(v, "\r\n\x00") {
+		if !ValidHeader(k, v) {
 			return invalid("headers: %q: %q is not a valid HTTP header", k, v)
 		}
 		if signed[http.CanonicalHeaderKey(k)] {

@@ -67,6 +67,7 @@ func TestValidate(t *testing.T) {
 		"no secret":         {func(ep *notify.Endpoint) { ep.Secrets = nil }, "secrets"},
 		"header name":       {func(ep *notify.Endpoint) { ep.Headers = map[string]string{"Two Words": "x"} }, "headers"},
 		"header value":      {func(ep *notify.Endpoint) { ep.Headers = map[string]string{"X-A": "a\r\nX-B: b"} }, "headers"},
+		"header control":    {func(ep *notify.Endpoint) { ep.Headers = map[string]string{"X-A": "a\x01b"} }, "headers"},
 		"signed header":     {func(ep *notify.Endpoint) { ep.Headers = map[string]string{"webhook-id": "x"} }, "headers"},
 		"harbor blob pulls": {func(ep *notify.Endpoint) { ep.Format, ep.Actions = "harbor", []string{"push", "blob-pull"} }, "actions"},
 		"empty secret":      {func(ep *notify.Endpoint) { ep.Secrets = []string{"s", ""} }, "secrets[1]"},

@@ -169,7 +169,7 @@ func (f *endpointFlags) apply(c *cmd, ep *notify.Endpoint) error {
 		ep.Headers = nil
 		for _, h := range f.headers.given() {
 			k, v, ok := strings.Cut(h, "=")
-			if k = strings.TrimSpace(k); !ok || !validHeader(k, v) {
+			if k = strings.TrimSpace(k); !ok || !notify.ValidHeader(k, v) {
 				return usagef("--header %q: want NAME=VALUE, an HTTP header", h)
 			}
 			if ep.Headers == nil {
@@ -185,18 +185,6 @@ func (f *endpointFlags) apply(c *cmd, ep *notify.Endpoint) error {
 		}
 	}
 	return nil
-}
-
-// validHeader reports whether a header can be sent: its name a token of
-// RFC 9110, its value without control characters but tab.
-func validHeader(name, value string) bool {
-	const punct = "!#$%&'*+-.^_`|~"
-	for _, r := range name {
-		if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || strings.ContainsRune(punct, r)) {
-			return false
-		}
-	}
-	return name != "" && !strings.ContainsFunc(value, func(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f })
 }
 
 // check reports a flag value the server would refuse, before anything is
