@@ -291,6 +291,16 @@ func (db *DB) Webhooks(ctx context.Context) ([]Webhook, error) {
 	return db.webhooks(ctx, db.read, "", "")
 }
 
+// Webhook returns one webhook, locked until the transaction ends, or
+// ErrNotFound: for a change that depends on what is stored.
+func (tx *Tx) Webhook(ctx context.Context, name string) (Webhook, error) {
+	ws, err := tx.db.webhooks(ctx, tx.tx, `WHERE name = $1`, tx.forUpdate(), name)
+	if err != nil || len(ws) == 0 {
+		return Webhook{}, orNotFound(err)
+	}
+	return ws[0], nil
+}
+
 // GetWebhook returns one webhook, or ErrNotFound.
 func (db *DB) GetWebhook(ctx context.Context, name string) (Webhook, error) {
 	ws, err := db.webhooks(ctx, db.read, `WHERE name = $1`, "", name)

@@ -132,6 +132,15 @@ func (db *DB) Resolve(ctx context.Context, repo string, ref oci.Reference) (*Man
 		WHERE r.name = $1 AND t.name = $2 AND t.ended_at IS NULL`, repo, ref.Tag))
 }
 
+// HasManifest reports whether the repository links the manifest, without
+// reading it.
+func (db *DB) HasManifest(ctx context.Context, repo string, d oci.Digest) (bool, error) {
+	var n int
+	err := db.queryRow(ctx, `SELECT count(*) FROM repository_manifests
+		WHERE repository_id = (SELECT id FROM repositories WHERE name = $1) AND digest = $2`, repo, d).Scan(&n)
+	return n > 0, err
+}
+
 // Referrers returns the repository's manifests whose subject is d, oldest first.
 func (db *DB) Referrers(ctx context.Context, repo string, d oci.Digest) ([]*ManifestRecord, error) {
 	rows, err := db.query(ctx, `SELECT `+manifestColumns+`

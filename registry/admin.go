@@ -467,12 +467,12 @@ func (reg *Registry) listAdminTags(w http.ResponseWriter, r *http.Request, rt ad
 		if until := e.End + int64(reg.restoreWindow); e.End != 0 && until > now {
 			// Restorable only while the repository has the manifest still
 			// (a manifest deleted by digest ends its tags for good).
-			_, err := reg.db.Resolve(r.Context(), rt.name, oci.Reference{Digest: e.Digest})
-			switch {
-			case err == nil:
-				out[i].RestorableUntil = jsonTimePtr(until)
-			case !errors.Is(err, metadata.ErrNotFound):
+			has, err := reg.db.HasManifest(r.Context(), rt.name, e.Digest)
+			if err != nil {
 				return err
+			}
+			if has {
+				out[i].RestorableUntil = jsonTimePtr(until)
 			}
 		}
 	}

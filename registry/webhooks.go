@@ -147,7 +147,7 @@ func (reg *Registry) putWebhook(w http.ResponseWriter, r *http.Request, rt admin
 		return err
 	}
 	err := reg.db.InTx(r.Context(), func(tx *metadata.Tx) error {
-		old, err := reg.db.GetWebhook(r.Context(), ep.Name)
+		old, err := tx.Webhook(r.Context(), ep.Name) // locked: secrets kept are the ones replaced
 		switch {
 		case errors.Is(err, metadata.ErrNotFound):
 		case err != nil:
