@@ -11,21 +11,22 @@ import (
 // as a request that ends mid-upload does.
 func partial(t *testing.T, d storage.Driver, key string, offset int64, data []byte) {
 	t.Helper()
-	w, err := d.Writer(t.Context(), key, offset)
-	if err != nil {
-		t.Fatalf("Writer(%q, %d): %v", key, offset, err)
-	}
-	if w.Size() != offset {
-		t.Fatalf("Size() of a writer resumed at %d = %d", offset, w.Size())
-	}
-	write(t, w, data)
-	if err := w.Close(); err != nil {
+	if err := resumed(t, d, key, offset, data).Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
 }
 
 // finish resumes key at offset, writes data and commits.
 func finish(t *testing.T, d storage.Driver, key string, offset int64, data []byte) {
+	t.Helper()
+	if err := resumed(t, d, key, offset, data).Commit(t.Context()); err != nil {
+		t.Fatalf("Commit: %v", err)
+	}
+}
+
+// resumed opens a writer of key at offset, checks it resumes there, and
+// writes data.
+func resumed(t *testing.T, d storage.Driver, key string, offset int64, data []byte) storage.Writer {
 	t.Helper()
 	w, err := d.Writer(t.Context(), key, offset)
 	if err != nil {
@@ -35,9 +36,7 @@ func finish(t *testing.T, d storage.Driver, key string, offset int64, data []byt
 		t.Fatalf("Size() of a writer resumed at %d = %d", offset, w.Size())
 	}
 	write(t, w, data)
-	if err := w.Commit(t.Context()); err != nil {
-		t.Fatalf("Commit: %v", err)
-	}
+	return w
 }
 
 func testResume(t *testing.T, d storage.Driver) {
