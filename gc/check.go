@@ -23,6 +23,10 @@ type CheckOptions struct {
 	// bytes and recording them. An object whose driver knows no time is
 	// never old enough.
 	Grace time.Duration
+	// LinkDeadline is the registry's (see Options.LinkDeadline): a repair
+	// waits that long between deleting orphans and forgetting them.
+	// Default 1m.
+	LinkDeadline time.Duration
 	// Progress, if set, is called after each blob row and object checked.
 	Progress func(CheckProgress)
 }
@@ -78,8 +82,24 @@ const checkPage = 500
 // Check compares metadata with storage: every live blobs row against its
 // bytes, then every object in storage against the rows and upload sessions.
 // It changes nothing unless o.Repair, and then deletes only orphans older
-// than the grace period, asking metadata again just before each delete.
+// than the grace period, the way a collection deletes blobs: each is first
+// recorded as a blob being deleted (which fails if a push recorded it
+// meanwhile), then its bytes go, then the record. A repair holds the
+// collection lock (ErrRunning while a collection runs).
 func Check(ctx context.Context, db *metadata.DB, store *storage.Store, o CheckOptions) (CheckReport, error) {
+	if o.Repair {
+		unlock, err := db.TryLockGC(ctx)
+		if errors.Is(err, metadata.ErrGCRunning) {
+			return CheckReport{}, ErrRunning
+		}
+		if err != nil {
+			return CheckReport{}, err
+		}
+		defer unlock()
+	}
+	if o.LinkDeadline <= 0 {
+		o.LinkDeadline = time.Minute
+	}
 	rep := CheckReport{Missing: []Finding{}, SizeMismatch: []Finding{}, Corrupt: []Finding{},
 		Orphans: []Finding{}, OrphanUploads: []Finding{}, Stray: []Finding{}}
 	progress := func() {
@@ -133,13 +153,13 @@ func Check(ctx context.Context, db *metadata.DB, store *storage.Store, o CheckOp
 			return nil
 		}
 		if o.Repair {
-			// Forget first, delete second: there is nothing to forget, as
-			// long as a push has not recorded the blob since the listing.
-			if known, err := db.BlobExists(ctx, d); err != nil || known {
+			claimed := false
+			err := db.InTx(ctx, func(tx *metadata.Tx) (err error) {
+				claimed, err = tx.ClaimOrphanBlob(ctx, d, obj.Size)
 				return err
-			}
-			if err := store.Delete(ctx, d); err != nil {
-				return fmt.Errorf("deleting orphan %s: %w", obj.Key, err)
+			})
+			if err != nil || !claimed {
+				return err // recorded by a push since the listing: not an orphan
 			}
 			f.Repaired = true
 		}
@@ -148,6 +168,17 @@ func Check(ctx context.Context, db *metadata.DB, store *storage.Store, o CheckOp
 	})
 	if err != nil {
 		return rep, err
+	}
+	if o.Repair {
+		// The claimed orphans go as collected blobs do; so do any blobs a
+		// crashed collection left marked.
+		_, failed, err := sweep(ctx, db, store, func() error { return sleep(ctx, o.LinkDeadline) })
+		if err == nil && len(failed) > 0 {
+			err = errors.New(failed[0])
+		}
+		if err != nil {
+			return rep, err
+		}
 	}
 
 	err = orphanUploads(ctx, db, store, cutoff, o.Repair, func(obj storage.Object, old, removed bool) {

@@ -70,7 +70,7 @@ func (f *fixture) put(content string, linked bool) oci.Digest {
 	f.t.Helper()
 	ctx := f.t.Context()
 	d := oci.FromBytes([]byte(content))
-	if _, _, err := f.store.PutBlob(ctx, "put-"+d.Encoded()[:12], d, strings.NewReader(content)); err != nil {
+	if _, err := f.store.PutBlob(ctx, "put-"+d.Encoded()[:12], d, strings.NewReader(content)); err != nil {
 		f.t.Fatal(err)
 	}
 	if linked {
@@ -219,7 +219,7 @@ func testCheck(t *testing.T, f *fixture) {
 
 	// Repair deletes the old orphans, keeps the young ones, and never
 	// touches a blob with a row, damaged or not.
-	rep = f.check(CheckOptions{Grace: time.Hour, Repair: true})
+	rep = f.check(CheckOptions{Grace: time.Hour, Repair: true, LinkDeadline: time.Millisecond})
 	if len(rep.Orphans) != 1 || !rep.Orphans[0].Repaired || len(rep.OrphanUploads) != 1 || !rep.OrphanUploads[0].Repaired {
 		t.Errorf("repair: orphans %+v, orphan uploads %+v", rep.Orphans, rep.OrphanUploads)
 	}
@@ -233,7 +233,7 @@ func testCheck(t *testing.T, f *fixture) {
 	}
 
 	// With no grace, every orphan goes.
-	rep = f.check(CheckOptions{Repair: true})
+	rep = f.check(CheckOptions{Repair: true, LinkDeadline: time.Millisecond})
 	if k := keys(rep.Orphans); !slices.Equal(k, keys([]Finding{{Key: fresh}, {Key: slow}})) {
 		t.Errorf("repair with no grace: orphans %v", k)
 	}
@@ -268,11 +268,11 @@ func TestCheckS3(t *testing.T) {
 	if err := f.store.Delete(t.Context(), lost); err != nil {
 		t.Fatal(err)
 	}
-	rep := f.check(CheckOptions{Grace: time.Hour, Repair: true})
+	rep := f.check(CheckOptions{Grace: time.Hour, Repair: true, LinkDeadline: time.Millisecond})
 	if k := keys(rep.Missing); !slices.Equal(k, []string{storage.BlobKey(lost)}) || len(rep.Orphans) != 0 || rep.Young != 1 {
 		t.Fatalf("missing %v, %+v", k, rep)
 	}
-	rep = f.check(CheckOptions{Repair: true})
+	rep = f.check(CheckOptions{Repair: true, LinkDeadline: time.Millisecond})
 	if len(rep.Orphans) != 1 || rep.Orphans[0].Digest != orphan || !rep.Orphans[0].Repaired {
 		t.Fatalf("orphans %+v", rep.Orphans)
 	}
@@ -286,7 +286,7 @@ func TestCheckS3(t *testing.T) {
 func TestCheckRefusesEmptyMetadata(t *testing.T) {
 	f := newFixture(t, backends[0].options(t))
 	key := storage.BlobKey(f.put("pushed", false))
-	if _, err := Check(t.Context(), f.db, f.store, CheckOptions{Repair: true}); !errors.Is(err, ErrNoBlobs) {
+	if _, err := Check(t.Context(), f.db, f.store, CheckOptions{Repair: true, LinkDeadline: time.Millisecond}); !errors.Is(err, ErrNoBlobs) {
 		t.Fatalf("Check = %v, want ErrNoBlobs", err)
 	}
 	if !f.exists(key) {

@@ -2,19 +2,32 @@ package metadata
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 
 	"github.com/berthhq/berth/oci"
 )
 
 // LinkBlob records that a stored blob exists and that the repository may
-// serve it. Called after the bytes are published, never before.
+// serve it. Called after the bytes are published, never before. A blob that
+// garbage collection is deleting is ErrBlobDeleting: its bytes may be gone
+// or going, so the caller must store them again.
 func (tx *Tx) LinkBlob(ctx context.Context, repo string, d oci.Digest, size int64) error {
 	id, err := tx.EnsureRepository(ctx, repo)
 	if err != nil {
 		return err
 	}
-	if _, err := tx.exec(ctx, `INSERT INTO blobs (digest, size, created_at, last_linked_at) VALUES ($1, $2, $3, $3)
-		ON CONFLICT (digest) DO UPDATE SET last_linked_at = excluded.last_linked_at`, d, size, tx.now); err != nil {
+	// The update locks the row and changes it, so a collection marking
+	// the blob at once either waits and sees the fresh link, or wins and
+	// this finds the row no longer live.
+	var one int
+	err = tx.queryRow(ctx, `INSERT INTO blobs (digest, size, created_at, last_linked_at) VALUES ($1, $2, $3, $3)
+		ON CONFLICT (digest) DO UPDATE SET last_linked_at = excluded.last_linked_at WHERE blobs.state = 'live'
+		RETURNING 1`, d, size, tx.now).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return ErrBlobDeleting
+	}
+	if err != nil {
 		return err
 	}
 	_, err = tx.exec(ctx, `INSERT INTO repository_blobs (repository_id, digest, linked_at) VALUES ($1, $2, $3)

@@ -31,6 +31,9 @@ var (
 	// ErrMissingReference: a manifest names content its repository does not
 	// have; the error is a *MissingReferenceError saying which.
 	ErrMissingReference = errors.New("metadata: referenced content is not in the repository")
+	// ErrBlobDeleting: garbage collection is deleting the blob; it cannot
+	// be linked until it is gone, and stored again.
+	ErrBlobDeleting = errors.New("metadata: the blob is being garbage-collected")
 	// ErrConflict: the state changed under the caller (an upload written concurrently).
 	ErrConflict = errors.New("metadata: conflict")
 )
@@ -69,6 +72,7 @@ type DB struct {
 	read, write *sql.DB
 	reads       *stmts // prepared statements of the read pool
 	uploads     uploadLocks
+	sqlitePath  string // the SQLite file; empty on PostgreSQL
 	now         func() time.Time
 	route       Router
 	outbox      chan struct{}               // see OutboxWritten
@@ -169,7 +173,7 @@ func openSQLite(path string) (*DB, error) {
 	}
 	read.SetMaxOpenConns(max(4, 2*runtime.GOMAXPROCS(0)))
 	read.SetMaxIdleConns(max(4, 2*runtime.GOMAXPROCS(0)))
-	return &DB{dialect: sqlite, read: read, write: write, uploads: &localLocks{}}, nil
+	return &DB{dialect: sqlite, read: read, write: write, uploads: &localLocks{}, sqlitePath: path}, nil
 }
 
 func openPostgres(o Options) (*DB, error) {

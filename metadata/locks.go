@@ -20,9 +20,37 @@ func (db *DB) LockUpload(ctx context.Context, id string) (unlock func(), err err
 	return db.uploads.lock(ctx, id)
 }
 
-// uploadLocks are the two ways of keeping upload requests apart.
+// TryLockGC takes the garbage collection lock if no one holds it, or
+// returns ErrGCRunning. It excludes every process that shares the database:
+// on PostgreSQL it is a session advisory lock, held until unlock or until
+// the holder's connection ends (a crash frees it); on SQLite a lock inside
+// this process and a lock on a file beside the database (berth check runs
+// as a process of its own).
+func (db *DB) TryLockGC(ctx context.Context) (unlock func(), err error) {
+	unlockLocal, ok, err := db.uploads.tryLock(ctx, "\x00gc") // no upload id starts with a NUL
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, ErrGCRunning
+	}
+	if db.sqlitePath == "" {
+		return unlockLocal, nil
+	}
+	unlockFile, err := lockFile(db.sqlitePath + "-gc.lock")
+	if err != nil {
+		unlockLocal()
+		return nil, err
+	}
+	return func() { unlockFile(); unlockLocal() }, nil
+}
+
+// uploadLocks are the two ways of keeping upload requests apart (and
+// collections).
 type uploadLocks interface {
 	lock(ctx context.Context, key string) (unlock func(), err error)
+	// tryLock is lock without waiting: ok is false when the lock is held.
+	tryLock(ctx context.Context, key string) (unlock func(), ok bool, err error)
 	close() error
 }
 
@@ -50,7 +78,20 @@ type localLock struct {
 }
 
 func (l *localLocks) lock(ctx context.Context, key string) (func(), error) {
+	m := l.ref(key)
+	select {
+	case m.held <- struct{}{}:
+		return l.unlocker(key, m), nil
+	case <-ctx.Done():
+		l.release(key, m)
+		return nil, ctx.Err()
+	}
+}
+
+// ref returns key's lock, made if needed, counting the caller in.
+func (l *localLocks) ref(key string) *localLock {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	if l.locks == nil {
 		l.locks = map[string]*localLock{}
 	}
@@ -60,17 +101,25 @@ func (l *localLocks) lock(ctx context.Context, key string) (func(), error) {
 		l.locks[key] = m
 	}
 	m.refs++
-	l.mu.Unlock()
+	return m
+}
+
+func (l *localLocks) tryLock(_ context.Context, key string) (func(), bool, error) {
+	m := l.ref(key)
 	select {
 	case m.held <- struct{}{}:
-		return sync.OnceFunc(func() {
-			<-m.held
-			l.release(key, m)
-		}), nil
-	case <-ctx.Done():
+		return l.unlocker(key, m), true, nil
+	default:
 		l.release(key, m)
-		return nil, ctx.Err()
+		return nil, false, nil
 	}
+}
+
+func (l *localLocks) unlocker(key string, m *localLock) func() {
+	return sync.OnceFunc(func() {
+		<-m.held
+		l.release(key, m)
+	})
 }
 
 func (l *localLocks) release(key string, m *localLock) {
@@ -95,6 +144,24 @@ func (p *pgLocks) lock(ctx context.Context, key string) (func(), error) {
 		return nil, err
 	}
 	return sync.OnceFunc(func() { advisoryUnlock(conn, k) }), nil
+}
+
+func (p *pgLocks) tryLock(ctx context.Context, key string) (func(), bool, error) {
+	k := lockKey("upload", key)
+	conn, err := p.pool.Conn(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	var ok bool
+	if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock($1)`, k).Scan(&ok); err != nil || !ok {
+		if err != nil {
+			discard(conn)
+		} else {
+			conn.Close()
+		}
+		return nil, false, err
+	}
+	return sync.OnceFunc(func() { advisoryUnlock(conn, k) }), true, nil
 }
 
 func (p *pgLocks) close() error { return p.pool.Close() }

@@ -44,9 +44,20 @@ func (tx *Tx) PutManifest(ctx context.Context, repo string, d oci.Digest, m *oci
 	if m.Config != nil {
 		config = sql.NullString{String: string(m.Config.Digest), Valid: true}
 	}
+	if m.Subject != nil {
+		// Hold the subject's link, if the repository has the subject: a
+		// collection deciding whether anything still refers to it waits
+		// for this push, then sees this referrer.
+		if _, err := tx.lockRowShared(ctx, `SELECT 1 FROM repository_manifests WHERE repository_id = $1 AND digest = $2`,
+			id, m.Subject.Digest); err != nil {
+			return err
+		}
+	}
+	// An existing row is updated to itself, which locks it: a collection
+	// forgetting an unused manifest waits for this push, then sees its link.
 	if _, err := tx.exec(ctx, `INSERT INTO manifests
 		(digest, media_type, artifact_type, subject_digest, config_digest, payload, size, created_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (digest) DO NOTHING`,
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (digest) DO UPDATE SET created_at = manifests.created_at`,
 		d, m.MediaType, m.ArtifactType, subject, config, payload, len(payload), tx.now); err != nil {
 		return err
 	}

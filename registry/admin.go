@@ -38,6 +38,7 @@ const (
 	adPolicies     = "policies"
 	adRetention    = "retention"
 	adOpenAPI      = "openapi"
+	adGC           = "gc"
 )
 
 // adminRoute is a parsed /admin/v1/ path.
@@ -63,6 +64,8 @@ func parseAdminRoute(path string) (adminRoute, bool) {
 		return adminRoute{endpoint: adPolicies}, true
 	case "openapi.yaml":
 		return adminRoute{endpoint: adOpenAPI}, true
+	case "gc":
+		return adminRoute{endpoint: adGC}, true
 	case "webhooks":
 		return parseWebhookRoute("")
 	}
@@ -109,6 +112,8 @@ func (reg *Registry) newAdminRoutes() map[routeKey]adminHandler {
 		{adRetention, http.MethodGet}:    reg.retention,
 		{adRetention, http.MethodPost}:   reg.retention,
 		{adOpenAPI, http.MethodGet}:      serveOpenAPI,
+		{adGC, http.MethodGet}:           reg.collect,
+		{adGC, http.MethodPost}:          reg.collect,
 		{adWebhooks, http.MethodGet}:     reg.listWebhooks,
 		{adWebhooks, http.MethodPost}:    reg.putWebhook,
 		{adWebhook, http.MethodGet}:      reg.getWebhook,
@@ -140,7 +145,7 @@ func (reg *Registry) admin(w http.ResponseWriter, r *http.Request) error {
 		return newError(http.StatusMethodNotAllowed, codeUnsupported, r.Method+" is not supported here")
 	}
 	switch rt.endpoint {
-	case adRepositories, adPolicies, adOpenAPI:
+	case adRepositories, adPolicies, adOpenAPI, adGC:
 	case adWebhooks, adWebhook, adEnable, adDeliveries, adDelivery, adRedeliver, adPing:
 		return h(w, r, rt) // webhook names and delivery ids are checked by their handlers
 	case adPolicy:

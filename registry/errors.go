@@ -44,6 +44,7 @@ const (
 	codeDenied              = "DENIED"
 	codeUnsupported         = "UNSUPPORTED"
 	codeTooManyRequests     = "TOOMANYREQUESTS"
+	codeUnavailable         = "UNAVAILABLE" // the reference registry's code for a 503
 	// Not in the spec, but the reference registry's codes for a bad n and
 	// an unsatisfiable range on a blob GET.
 	codePaginationInvalid = "PAGINATION_NUMBER_INVALID"
@@ -56,9 +57,19 @@ const (
 	// The webhook endpoints'.
 	codeWebhookInvalid  = "WEBHOOK_INVALID"
 	codeWebhookConflict = "WEBHOOK_CONFLICT"
+	codeGCRunning       = "GC_RUNNING"
 	codeDeliveryUnknown = "DELIVERY_UNKNOWN"
 	codeRequestInvalid  = "REQUEST_INVALID"
 )
+
+// errCollected answers a push of a blob that garbage collection was
+// deleting at that moment: the rare loser of that race pushes it again.
+var errCollected = func() *apiError {
+	e := newError(http.StatusServiceUnavailable, codeUnavailable,
+		"the blob was being garbage-collected as it was pushed; push it again")
+	e.header = http.Header{"Retry-After": {"1"}}
+	return e
+}()
 
 // toAPIError maps any error to the spec's terms. Sentinels that mean the same
 // thing on every endpoint are mapped here, once; anything unknown is a 500
@@ -105,6 +116,8 @@ func toAPIError(err error) *apiError {
 	case errors.Is(err, storage.ErrInvalidOffset):
 		// The stored bytes of an upload cannot continue where its record says.
 		return newError(http.StatusBadRequest, codeBlobUploadInvalid, "the upload cannot continue; start it again")
+	case errors.Is(err, metadata.ErrBlobDeleting):
+		return errCollected
 	case errors.Is(err, storage.ErrUnavailable):
 		e := newError(http.StatusTooManyRequests, codeTooManyRequests, "storage is busy; retry shortly")
 		e.header = http.Header{"Retry-After": {"1"}}

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berthhq/berth/gc"
 	"github.com/berthhq/berth/internal/testserver"
 	"github.com/berthhq/berth/metadata"
 	"github.com/berthhq/berth/notify"
@@ -111,6 +112,9 @@ func newServer(t testing.TB, opts ...serverOption) *testServer {
 	}
 	t.Cleanup(func() { db.Close() })
 	o.DB = db
+	if o.GC == nil {
+		o.GC = gc.New(gc.Options{DB: db, Store: store, Logger: log})
+	}
 	for _, f := range setup.opened {
 		f(t, db, &o)
 	}

@@ -69,6 +69,7 @@ var contractStatus = map[string]int{
 	"DELIVERY_UNKNOWN":          404,
 	"TAG_CONFLICT":              409,
 	"WEBHOOK_CONFLICT":          409,
+	"GC_RUNNING":                409,
 }
 
 var openAPIMethods = []string{"get", "put", "post", "delete", "options", "head", "patch", "trace"}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berthhq/berth/gc"
 	"github.com/berthhq/berth/metadata"
 	"github.com/berthhq/berth/notify"
 	"github.com/berthhq/berth/oci"
@@ -33,6 +34,13 @@ type Options struct {
 	RestoreWindow time.Duration
 	// Dispatcher delivers webhooks; the admin API's ping uses it.
 	Dispatcher *notify.Dispatcher
+	// GC runs garbage collection for the admin API; nil answers 501.
+	GC *gc.Collector
+	// LinkDeadline bounds the time between an upload finding its blob's
+	// bytes in place and recording the blob; a later record is refused
+	// and the client pushes again. It must equal gc.Options.LinkDeadline.
+	// Default 1m.
+	LinkDeadline time.Duration
 }
 
 // ValidatePolicyRules reports the first invalid rule.
@@ -60,6 +68,8 @@ type Registry struct {
 	routes        map[routeKey]handlerFunc
 	adminRoutes   map[routeKey]adminHandler
 	dispatcher    *notify.Dispatcher
+	gc            *gc.Collector
+	linkDeadline  time.Duration
 }
 
 type routeKey struct{ endpoint, method string }
@@ -71,7 +81,10 @@ func New(o Options) *Registry {
 		log = slog.Default()
 	}
 	reg := &Registry{store: o.Store, db: o.DB, log: log, redirect: o.RedirectExpiry, restoreWindow: o.RestoreWindow,
-		dispatcher: o.Dispatcher}
+		dispatcher: o.Dispatcher, gc: o.GC, linkDeadline: o.LinkDeadline}
+	if reg.linkDeadline <= 0 {
+		reg.linkDeadline = time.Minute
+	}
 	if reg.restoreWindow <= 0 {
 		reg.restoreWindow = 14 * 24 * time.Hour
 	}

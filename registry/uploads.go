@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/berthhq/berth/metadata"
 	"github.com/berthhq/berth/oci"
@@ -44,11 +45,11 @@ func (reg *Registry) startUpload(w http.ResponseWriter, r *http.Request, rt rout
 				blobCreated(w, rt.name, d)
 				return nil
 			}
-			if !errors.Is(err, metadata.ErrNotFound) {
+			if !errors.Is(err, metadata.ErrNotFound) && !errors.Is(err, metadata.ErrBlobDeleting) {
 				return err
 			}
 		}
-		// The source cannot lend the blob: the spec says to fall back to
+		// The source cannot lend the blob (or it is being collected): the spec says to fall back to
 		// an ordinary upload session.
 	}
 	if q.Has("digest") {
@@ -71,12 +72,16 @@ func (reg *Registry) startUpload(w http.ResponseWriter, r *http.Request, rt rout
 func (reg *Registry) uploadWhole(w http.ResponseWriter, r *http.Request, name string, d oci.Digest) error {
 	ctx := r.Context()
 	body := &bodyReader{r: r.Body}
-	size, _, err := reg.store.PutBlob(ctx, newUploadID(), d, body)
+	put, err := reg.store.PutBlob(ctx, newUploadID(), d, body)
+	if errors.Is(err, storage.ErrNotFound) {
+		return errCollected
+	}
 	if err != nil {
 		return body.blame(err)
 	}
+	size := put.Size
 	if err := reg.db.InTx(ctx, func(tx *metadata.Tx) error {
-		if err := tx.LinkBlob(ctx, name, d, size); err != nil {
+		if err := reg.linkPlaced(ctx, tx, name, d, size, put.Placed); err != nil {
 			return err
 		}
 		return tx.EmitBlobEvent(ctx, blobEvent(metadata.ActionBlobPush, name, d, size))
@@ -84,6 +89,22 @@ func (reg *Registry) uploadWhole(w http.ResponseWriter, r *http.Request, name st
 		return err
 	}
 	blobCreated(w, name, d)
+	return nil
+}
+
+// linkPlaced links a blob whose bytes were last known in place at placed,
+// unless that was longer ago than the link deadline: garbage collection
+// deletes the bytes of a blob it found unrecorded, waits that deadline, and
+// only then forgets it, so a link made later could name bytes already gone.
+func (reg *Registry) linkPlaced(ctx context.Context, tx *metadata.Tx, name string, d oci.Digest, size int64, placed time.Time) error {
+	if err := tx.LinkBlob(ctx, name, d, size); err != nil {
+		return err
+	}
+	if time.Since(placed) > reg.linkDeadline {
+		reg.log.WarnContext(ctx, "an upload took longer than the link deadline to record its blob; asking the client to retry",
+			"repository", name, "digest", d, "deadline", reg.linkDeadline)
+		return errCollected
+	}
 	return nil
 }
 
@@ -158,7 +179,7 @@ func (reg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, rt rou
 			return err
 		}
 		err = reg.db.InTx(ctx, func(tx *metadata.Tx) error {
-			if err := tx.LinkBlob(ctx, rt.name, d, size); err != nil {
+			if err := reg.linkPlaced(ctx, tx, rt.name, d, size, up.Placed()); err != nil {
 				return err
 			}
 			if err := tx.EmitBlobEvent(ctx, blobEvent(metadata.ActionBlobPush, rt.name, d, size)); err != nil {
@@ -166,6 +187,12 @@ func (reg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, rt rou
 			}
 			return tx.DeleteUpload(ctx, u.ID)
 		})
+		if errors.Is(err, errCollected) || errors.Is(err, metadata.ErrBlobDeleting) {
+			// The upload's bytes were published or dropped: the session
+			// cannot finish, and the client must push the blob again.
+			derr := reg.db.InTx(ctx, func(tx *metadata.Tx) error { return tx.DeleteUpload(ctx, u.ID) })
+			return errors.Join(err, derr)
+		}
 		if err != nil {
 			return err
 		}

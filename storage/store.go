@@ -82,37 +82,58 @@ type Creator interface {
 	Create(ctx context.Context, key string) (Writer, error)
 }
 
+// Stored is what PutBlob did.
+type Stored struct {
+	Size    int64
+	Created bool // the bytes were written; false when the blob was stored already
+	// Placed is when the blob's bytes were last known to be in place: just
+	// before the existence check that found them, or just after the write
+	// that put them there. Whoever records the blob measures from it (see
+	// Upload.Placed).
+	Placed time.Time
+}
+
 // PutBlob stores r's bytes as blob d, for uploads whose digest is known
-// before the bytes arrive (one request), and returns their size. A blob
-// already stored is only verified, not written (dedup). On a Creator the
-// bytes go straight to the blob's key, since nothing is visible there before
-// they are verified; elsewhere they are staged as upload id and moved.
-func (s *Store) PutBlob(ctx context.Context, id string, d oci.Digest, r io.Reader) (size int64, created bool, err error) {
+// before the bytes arrive (one request). A blob already stored is only
+// verified, not written (dedup). On a Creator the bytes go straight to the
+// blob's key, since nothing is visible there before they are verified;
+// elsewhere they are staged as upload id and moved.
+func (s *Store) PutBlob(ctx context.Context, id string, d oci.Digest, r io.Reader) (Stored, error) {
 	if _, err := oci.ParseDigest(string(d)); err != nil {
-		return 0, false, err
+		return Stored{}, err
 	}
 	switch _, err := s.Stat(ctx, d); {
 	case err == nil:
 		n, err := Verify(r, d)
-		return n, false, err
+		if err != nil {
+			return Stored{Size: n}, err
+		}
+		// Reading the body may take minutes: look again, so that Placed is
+		// recent. Bytes collected meanwhile are ErrNotFound: the body is
+		// spent, and the client must send it again.
+		placed := time.Now()
+		if _, err := s.Stat(ctx, d); err != nil {
+			return Stored{Size: n}, fmt.Errorf("storage: blob %s went while its upload was verified: %w", d, err)
+		}
+		return Stored{Size: n, Placed: placed}, nil
 	case !errors.Is(err, ErrNotFound):
-		return 0, false, err
+		return Stored{}, err
 	}
 	c, ok := s.d.(Creator)
 	if !ok {
 		up, err := s.StartUpload(ctx, id)
 		if err != nil {
-			return 0, false, err
+			return Stored{}, err
 		}
 		if _, err := up.ReadFrom(r); err != nil {
-			return 0, false, errors.Join(err, up.Cancel(ctx))
+			return Stored{}, errors.Join(err, up.Cancel(ctx))
 		}
 		created, err := up.Commit(ctx, d)
-		return up.Size(), created, err
+		return Stored{Size: up.Size(), Created: created, Placed: up.Placed()}, err
 	}
 	w, err := c.Create(ctx, BlobKey(d))
 	if err != nil {
-		return 0, false, err
+		return Stored{}, err
 	}
 	h := oci.NewHash(d.Algorithm())
 	buf := copyBuffers.Get().(*[copyBufferSize]byte)
@@ -125,9 +146,9 @@ func (s *Store) PutBlob(ctx context.Context, id string, d oci.Digest, r io.Reade
 		err = w.Commit(ctx)
 	}
 	if err != nil {
-		return n, false, errors.Join(err, w.Cancel(ctx))
+		return Stored{Size: n}, errors.Join(err, w.Cancel(ctx))
 	}
-	return n, true, nil
+	return Stored{Size: n, Created: true, Placed: time.Now()}, nil
 }
 
 // Presigner is a Driver whose objects clients can fetch directly, by a URL
@@ -166,6 +187,8 @@ type Upload struct {
 	w     Writer
 	h     hash.Hash
 	start UploadState // where this writer began, for Discard
+	// placed is when Commit last knew the blob's bytes in place.
+	placed time.Time
 }
 
 // StartUpload begins an empty upload under id.
@@ -346,19 +369,29 @@ func (u *Upload) Commit(ctx context.Context, want oci.Digest) (created bool, err
 	if got != want {
 		return false, errors.Join(ErrDigestMismatch, u.w.Cancel(ctx))
 	}
-	return u.s.publish(ctx, u.id, want)
+	return u.publish(ctx, want)
 }
+
+// Placed is when the committed blob's bytes were last known to be in
+// place: just before the existence check that found them stored already
+// (Commit then dropped the upload's own), or just after the move that put
+// them there. The blob must be recorded in metadata soon after: garbage
+// collection may be deleting bytes it found unrecorded, and it forgets them
+// only a bounded while after (see gc.Options.LinkDeadline).
+func (u *Upload) Placed() time.Time { return u.placed }
 
 // publish makes the committed bytes of upload id the blob d: moved into
 // place, or dropped when the blob is stored already. On failure the bytes
 // stay, for a retry to publish.
-func (s *Store) publish(ctx context.Context, id string, d oci.Digest) (created bool, err error) {
-	key := uploadKey(id)
+func (u *Upload) publish(ctx context.Context, d oci.Digest) (created bool, err error) {
+	s, key := u.s, uploadKey(u.id)
+	checked := time.Now()
 	_, err = s.Stat(ctx, d)
 	switch {
 	case err == nil:
 		// Leftover bytes, should this fail, are the upload purge's to reclaim.
 		s.d.Delete(ctx, key)
+		u.placed = checked
 		return false, nil
 	case !errors.Is(err, ErrNotFound):
 		return false, err
@@ -367,6 +400,7 @@ func (s *Store) publish(ctx context.Context, id string, d oci.Digest) (created b
 	if errors.Is(err, ErrNotFound) {
 		return false, fmt.Errorf("%w: the upload's bytes are gone", ErrInvalidOffset)
 	}
+	u.placed = time.Now()
 	return err == nil, err
 }
 

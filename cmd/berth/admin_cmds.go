@@ -42,6 +42,7 @@ var adminCommands = []adminCommand{
 	{"policy delete", "REPO|GLOB", "delete a rule", policyDelete},
 	{"policy list", "", "list every rule", policyList},
 	{"retention", "REPO [--dry-run]", "delete the numbered tags no retention rule keeps", retentionCmd},
+	{"gc", "[--dry-run] [--list]", "collect garbage now, or list what a run would delete", gcCmd},
 	{"webhooks list", "", "list the webhooks and whether they deliver", webhooksList},
 	{"webhooks show", "NAME", "a webhook: its receiver, format, filters and state", webhooksShow},
 	{"webhooks add", "NAME --target URL --format F [FLAGS]", "add a webhook: receiver, format, secret, filters", webhooksAdd},
@@ -713,4 +714,73 @@ func renderRetention(w io.Writer, r retentionAnswer, dryRun bool) error {
 		rows[i] = []string{d.Tag, short(d.Digest), when(&d.Start)}
 	}
 	return table(w, []string{"TAG", "DIGEST", "START"}, rows)
+}
+
+// gcAnswer is what GET and POST /admin/v1/gc return.
+type gcAnswer struct {
+	DryRun       bool     `json:"dryRun"`
+	Seconds      float64  `json:"seconds"`
+	Manifests    []gcItem `json:"manifests"`
+	Links        []gcItem `json:"links"`
+	Blobs        []gcItem `json:"blobs"`
+	Bytes        int64    `json:"bytes"`
+	Orphans      []gcItem `json:"orphans"`
+	Kept         int      `json:"kept"`
+	Uploads      int      `json:"uploads"`
+	UploadsBytes int64    `json:"uploadsBytes"`
+	Failed       []string `json:"failed"`
+}
+
+type gcItem struct {
+	Repository string `json:"repository"`
+	Digest     string `json:"digest"`
+	Size       int64  `json:"size"`
+}
+
+func gcCmd(c *cmd, args []string) error {
+	dryRun := c.fs.Bool("dry-run", false, "only report what a run would delete")
+	list := c.fs.Bool("list", false, "list every manifest, link and blob, not only the totals")
+	if _, err := c.parse(args, 0); err != nil {
+		return err
+	}
+	method := http.MethodPost
+	if *dryRun {
+		method = http.MethodGet
+	}
+	var r gcAnswer
+	if err := c.call(method, "gc", nil, &r); err != nil || c.json {
+		return err
+	}
+	return renderGC(c.out, r, *list)
+}
+
+func renderGC(w io.Writer, r gcAnswer, list bool) error {
+	verb := "deleted"
+	if r.DryRun {
+		verb = "would delete"
+	}
+	fmt.Fprintf(w, "%s %d blobs (%s), %d blob links, %d manifests, %d orphans, %d uploads (%.1fs)\n",
+		verb, len(r.Blobs), size(r.Bytes), len(r.Links), len(r.Manifests), len(r.Orphans), r.Uploads, r.Seconds)
+	if r.Kept > 0 {
+		fmt.Fprintf(w, "kept %d that pushes needed again during the run\n", r.Kept)
+	}
+	for _, f := range r.Failed {
+		fmt.Fprintf(w, "failed: %s (the next run tries again)\n", f)
+	}
+	if !list {
+		return nil
+	}
+	var rows [][]string
+	for _, s := range []struct {
+		kind  string
+		items []gcItem
+	}{{"manifest", r.Manifests}, {"link", r.Links}, {"blob", r.Blobs}} {
+		for _, it := range s.items {
+			rows = append(rows, []string{s.kind, orDash(it.Repository), it.Digest, strconv.FormatInt(it.Size, 10)})
+		}
+	}
+	if len(rows) == 0 {
+		return nil
+	}
+	return table(w, []string{"KIND", "REPOSITORY", "DIGEST", "SIZE"}, rows)
 }

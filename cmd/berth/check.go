@@ -39,6 +39,7 @@ func check(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	o.LinkDeadline = c.GCLinkDeadline
 	if o.Grace < 0 {
 		return errors.New("--grace must not be negative")
 	}

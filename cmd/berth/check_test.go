@@ -34,7 +34,7 @@ func TestCheckCommand(t *testing.T) {
 	}
 	put := func(content string, linked bool) string {
 		dg := oci.FromBytes([]byte(content))
-		if _, _, err := store.PutBlob(ctx, "u", dg, strings.NewReader(content)); err != nil {
+		if _, err := store.PutBlob(ctx, "u", dg, strings.NewReader(content)); err != nil {
 			t.Fatal(err)
 		}
 		if linked {
@@ -68,7 +68,7 @@ func TestCheckCommand(t *testing.T) {
 	}
 
 	os.Remove(lost)
-	out, err = run("--repair", "--grace", "0s")
+	out, err = run("--repair", "--grace", "0s", "--gc.link-deadline", "1ms")
 	if !errors.Is(err, errDamaged) || !strings.Contains(out, "missing: 1 (4 bytes)") || !strings.Contains(out, "orphan blobs: 1 (6 bytes)") {
 		t.Fatalf("a lost blob and an orphan: %v\n%s", err, out)
 	}

@@ -55,6 +55,33 @@ type config struct {
 	UploadMaxAge        time.Duration
 	UploadPurgeInterval time.Duration
 	ShutdownTimeout     time.Duration
+	GCInterval          time.Duration
+	GCGrace             time.Duration
+	GCUntagged          untagged
+	GCLinkDeadline      time.Duration
+}
+
+// untagged is gc.untagged: keep, or how long an untagged manifest is kept.
+type untagged time.Duration
+
+func (u *untagged) String() string {
+	if *u == 0 {
+		return "keep"
+	}
+	return time.Duration(*u).String()
+}
+
+func (u *untagged) Set(s string) error {
+	if s == "keep" {
+		*u = 0
+		return nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return fmt.Errorf("%q is neither keep nor a positive duration", s)
+	}
+	*u = untagged(d)
+	return nil
 }
 
 // policy is the default tag policy, from the tags.* options.
@@ -116,6 +143,10 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.UploadMaxAge, "uploads.max-age", 24*time.Hour, "reclaim uploads untouched for this long")
 	fs.DurationVar(&c.UploadPurgeInterval, "uploads.purge-interval", 10*time.Minute, "how often to look for abandoned uploads")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long to let requests finish on shutdown")
+	fs.DurationVar(&c.GCInterval, "gc.interval", time.Hour, "how often to collect garbage: unreferenced blobs, untagged manifests (see gc.untagged), orphan bytes, abandoned uploads (0: only on demand)")
+	fs.DurationVar(&c.GCGrace, "gc.grace", time.Hour, "garbage collection keeps whatever was linked or needed more recently than this")
+	fs.Var(&c.GCUntagged, "gc.untagged", "keep untagged manifests (keep), or delete those untagged for longer than this duration")
+	fs.DurationVar(&c.GCLinkDeadline, "gc.link-deadline", time.Minute, "how long an upload may take between finding its blob's bytes in place and recording the blob; collection waits as long between deleting bytes and forgetting them")
 }
 
 func envName(flagName string) string {
@@ -214,7 +245,7 @@ func loadConfig(name string, args []string, extra ...func(*flag.FlagSet)) (*conf
 		"uploads.max-age": c.UploadMaxAge, "uploads.purge-interval": c.UploadPurgeInterval, "shutdown-timeout": c.ShutdownTimeout,
 		"tags.restore-window": c.RestoreWindow, "tags.retention-interval": c.RetentionInterval,
 		"webhooks.timeout": c.WebhookTimeout, "webhooks.max-age": c.WebhookMaxAge, "webhooks.pause-for": c.WebhookPauseFor,
-		"webhooks.keep-delivered": c.WebhookKeep,
+		"webhooks.keep-delivered": c.WebhookKeep, "gc.grace": c.GCGrace, "gc.link-deadline": c.GCLinkDeadline,
 	} {
 		if d <= 0 {
 			return nil, fmt.Errorf("%s must be positive, not %s", name, d)
@@ -222,6 +253,9 @@ func loadConfig(name string, args []string, extra ...func(*flag.FlagSet)) (*conf
 	}
 	if err := registry.ValidatePolicyRules(append([]registry.PolicyRule{{Repositories: "*", Policy: c.policy()}}, c.Policies...)); err != nil {
 		return nil, fmt.Errorf("tags: %w", err)
+	}
+	if c.GCInterval < 0 {
+		return nil, fmt.Errorf("gc.interval must not be negative, not %s", c.GCInterval)
 	}
 	if c.WebhookPauseAfter < 1 || c.WebhookConcurrency < 1 {
 		return nil, errors.New("webhooks.pause-after and webhooks.concurrency must be at least 1")

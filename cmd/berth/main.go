@@ -168,9 +168,12 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
+	collector := gc.New(gc.Options{DB: db, Store: store, Logger: log, Grace: c.GCGrace, Untagged: time.Duration(c.GCUntagged),
+		RestoreWindow: c.RestoreWindow, LinkDeadline: c.GCLinkDeadline, UploadMaxAge: c.UploadMaxAge, Metrics: metrics})
 	reg := registry.New(registry.Options{
 		Store: store, DB: db, Logger: log, RedirectExpiry: c.Redirect,
 		Policy: c.policy(), PolicyRules: c.Policies, RestoreWindow: c.RestoreWindow, Dispatcher: dispatcher,
+		GC: collector, LinkDeadline: c.GCLinkDeadline,
 	})
 	srv := &http.Server{
 		Handler:           reg,
@@ -191,6 +194,14 @@ func serve(args []string) error {
 			log.Info("webhooks: pruned delivered deliveries", "deliveries", n)
 		}
 	})
+	if c.GCInterval > 0 {
+		go every(ctx, c.GCInterval, func() {
+			// Every replica tries; the one that takes the lock runs.
+			if _, err := collector.Run(ctx, false); err != nil && !errors.Is(err, gc.ErrRunning) && ctx.Err() == nil {
+				log.Error("gc: run failed", "error", err)
+			}
+		})
+	}
 	go every(ctx, c.RetentionInterval, func() {
 		if _, err := reg.EnforceRetention(ctx); err != nil && ctx.Err() == nil {
 			log.Error("enforcing retention", "error", err)

@@ -154,20 +154,20 @@ func TestPutBlob(t *testing.T) {
 	}
 
 	bad := oci.FromBytes([]byte("something else"))
-	if _, _, err := store.PutBlob(t.Context(), "u1", bad, bytes.NewReader(blob)); !errors.Is(err, storage.ErrDigestMismatch) {
+	if _, err := store.PutBlob(t.Context(), "u1", bad, bytes.NewReader(blob)); !errors.Is(err, storage.ErrDigestMismatch) {
 		t.Fatalf("PutBlob with the wrong digest = %v, want ErrDigestMismatch", err)
 	}
 	if keys, ups := bucketKeys(t, srv); len(keys) != 0 || len(ups) != 0 {
 		t.Fatalf("after a mismatch the bucket holds %q and uploads %q", keys, ups)
 	}
 
-	n, created, err := store.PutBlob(t.Context(), "u2", digest, bytes.NewReader(blob))
-	if err != nil || !created || n != int64(len(blob)) {
-		t.Fatalf("PutBlob = %d, %v, %v", n, created, err)
+	put, err := store.PutBlob(t.Context(), "u2", digest, bytes.NewReader(blob))
+	if err != nil || !put.Created || put.Size != int64(len(blob)) || put.Placed.IsZero() {
+		t.Fatalf("PutBlob = %+v, %v", put, err)
 	}
 	wantBlob(t, store, digest, blob)
 	// Forged bytes for a stored blob are refused, and the blob stays.
-	if _, _, err := store.PutBlob(t.Context(), "u3", digest, bytes.NewReader(random(1*mib))); !errors.Is(err, storage.ErrDigestMismatch) {
+	if _, err := store.PutBlob(t.Context(), "u3", digest, bytes.NewReader(random(1*mib))); !errors.Is(err, storage.ErrDigestMismatch) {
 		t.Fatalf("PutBlob of forged bytes = %v", err)
 	}
 	// A writer of the key that gives up leaves the stored blob alone.
