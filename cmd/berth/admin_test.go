@@ -444,6 +444,17 @@ team/app  api     {"immutableNumbered":true}
 TAG  DIGEST        START
 1    aaaaaaaaaaaa  2024-11-25T09:00:00Z
 `},
+		{"gc", `{"dryRun":true,"seconds":1.25,"manifests":[{"repository":"app","digest":"` + digestA + `","size":512}],
+			"links":[{"repository":"app","digest":"` + digestB + `","size":2097152}],"blobs":[{"digest":"` + digestB + `","size":2097152}],
+			"bytes":2097152,"orphans":[],"kept":2,"uploads":1,"uploadsBytes":0,"failed":["deleting blob x: busy"]}`,
+			decoded(func(w io.Writer, r gcAnswer) error { return renderGC(w, r, true) }), `would delete 1 blobs (2.0 MiB), 1 blob links, 1 manifests, 0 orphans, 1 uploads (1.2s)
+kept 2 that pushes needed again during the run
+failed: deleting blob x: busy (the next run tries again)
+KIND      REPOSITORY  DIGEST                                                                   SIZE
+manifest  app         ` + digestA + `  512
+link      app         ` + digestB + `  2097152
+blob      -           ` + digestB + `  2097152
+`},
 	})
 }
 

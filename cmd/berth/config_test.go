@@ -20,9 +20,11 @@ func TestConfigPrecedence(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "berth.yaml")
 	os.WriteFile(file, []byte("addr: \":7000\"\ndata: /srv/berth\nlog:\n  level: warn\n  format: json\nuploads:\n  max-age: 2h\nstorage:\n  disk:\n    fsync: false\n"+
 		"policies:\n  - repositories: team/*\n    ordering: [semver]\n    retention:\n      keepNewest: 5\n      keepYoungerThan: 720h\n"+
+		"gc:\n  untagged: 720h\n"+
 		"webhooks:\n  max-age: 1h\n  endpoints:\n    - name: deploy\n      url: http://127.0.0.1:9000/hook\n      format: cloudevents\n      secrets: [s1, \"${BERTH_TEST_HOOK_SECRET}\"]\n      numberedOnly: true\n"), 0o644)
 	t.Setenv("BERTH_LOG_LEVEL", "debug")
 	t.Setenv("BERTH_UPLOADS_PURGE_INTERVAL", "1m")
+	t.Setenv("BERTH_GC_GRACE", "30m")
 	t.Setenv("BERTH_TEST_HOOK_SECRET", "from the environment")
 
 	c, err := loadConfig("serve", []string{"--config", file, "--addr", "127.0.0.1:7001"})
@@ -54,6 +56,10 @@ func TestConfigPrecedence(t *testing.T) {
 			Secrets: []string{"s1", "from the environment"}, NumberedOnly: true}},
 		RestoreWindow:     14 * 24 * time.Hour,
 		RetentionInterval: 10 * time.Minute,
+		GCInterval:        time.Hour,
+		GCGrace:           30 * time.Minute,
+		GCUntagged:        untagged(720 * time.Hour),
+		GCLinkDeadline:    time.Minute,
 		Policies: []registry.PolicyRule{{Repositories: "team/*", Policy: registry.Policy{
 			Ordering:  []oci.Ordering{oci.OrderSemver},
 			Retention: &registry.Retention{KeepNewest: ptr(5), KeepYoungerThan: ptr(registry.Duration(720 * time.Hour))},
@@ -91,6 +97,15 @@ func TestConfigErrors(t *testing.T) {
 	}
 	if c, err := loadConfig("serve", []string{"--database", "host=db dbname=berth"}); err != nil || !c.isPostgres() {
 		t.Fatalf("a keyword/value PostgreSQL DSN: %v, postgres %v", err, c != nil && c.isPostgres())
+	}
+	for _, bad := range [][]string{{"--gc.untagged", "0s"}, {"--gc.untagged", "soon"}, {"--gc.grace", "0s"},
+		{"--gc.link-deadline", "0s"}, {"--gc.interval", "-1s"}} {
+		if _, err := loadConfig("serve", bad); err == nil {
+			t.Fatalf("%v was accepted", bad)
+		}
+	}
+	if c, err := loadConfig("serve", []string{"--gc.untagged", "keep", "--gc.interval", "0s"}); err != nil || c.GCUntagged != 0 || c.GCInterval != 0 {
+		t.Fatalf("gc.untagged keep, gc.interval 0s: %v, %+v", err, c)
 	}
 	for _, bad := range []string{"", "1s,", "1s,0s", "-1s", "soon"} {
 		if _, err := loadConfig("serve", []string{"--webhooks.retry-schedule", bad}); err == nil {
