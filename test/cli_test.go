@@ -1,6 +1,7 @@
 package test
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -435,4 +436,54 @@ func TestCLIWebhooks(t *testing.T) {
 		t.Fatalf("berth webhooks list after the delete printed:\n%s", out)
 	}
 	expectExit(t, cli, 2, "needs --target", "webhooks", "add", name, "--url", target, "--format", "cloudevents")
+}
+
+// TestCLIGC: berth gc --dry-run lists what an image deleted by digest
+// leaves behind, berth gc deletes exactly that, and the tagged image pulls.
+func TestCLIGC(t *testing.T) {
+	t.Parallel()
+	s := startBerth(t, serverOptions{Flags: []string{"--gc.interval", "0", "--gc.grace", "1ms", "--gc.link-deadline", "10ms"}})
+	cli := berthCLI(t, s)
+	kept, gone := newTestImage(t), newTestImage(t)
+	kept.push(t, s, "app", "1")
+	gone.push(t, s, "app", "2")
+	resp, body := httpDo(t, http.MethodDelete, s.URL+"/v2/app/manifests/"+gone.Digest, nil, nil)
+	expectStatus(t, resp, body, http.StatusAccepted)
+	time.Sleep(5 * time.Millisecond) // past the 1 ms grace
+
+	type report struct {
+		DryRun bool `json:"dryRun"`
+		Blobs  []struct {
+			Digest string `json:"digest"`
+		} `json:"blobs"`
+		Bytes int64 `json:"bytes"`
+	}
+	collected := func(r report) []string {
+		var ds []string
+		for _, b := range r.Blobs {
+			ds = append(ds, b.Digest)
+		}
+		slices.Sort(ds)
+		return ds
+	}
+	want := []string{gone.ConfigDigest, gone.LayerDigest}
+	slices.Sort(want)
+	var dry, run report
+	runJSON(t, cli, &dry, "gc", "--dry-run")
+	if !dry.DryRun || !slices.Equal(collected(dry), want) {
+		t.Fatalf("berth gc --dry-run: %+v, want blobs %v", dry, want)
+	}
+	runJSON(t, cli, &run, "gc")
+	if run.DryRun || !slices.Equal(collected(run), want) || run.Bytes != int64(len(gone.Config)+len(gone.Layer)) {
+		t.Fatalf("berth gc: %+v, want blobs %v", run, want)
+	}
+	if out := string(cli.run(t, "gc", "--dry-run")); !strings.Contains(out, "would delete 0 blobs (0 B)") {
+		t.Fatalf("berth gc --dry-run after the run printed:\n%s", out)
+	}
+	expectDigest(t, s, "app", "1", kept.Digest)
+	for d, want := range map[string][]byte{kept.ConfigDigest: kept.Config, kept.LayerDigest: kept.Layer} {
+		if got := getBlob(t, s, "app", d); !bytes.Equal(got, want) {
+			t.Errorf("blob %s of the kept image: %d bytes, want %d", d, len(got), len(want))
+		}
+	}
 }
