@@ -407,6 +407,7 @@ func (c *Collector) unusedManifests(ctx context.Context, h horizons) error {
 			return err
 		}
 		after = ds[len(ds)-1]
+		c.pause("unused manifests listed")
 		if _, _, err := inBatches(ctx, c.o.DB, ds, func(tx *metadata.Tx, d oci.Digest) (bool, error) {
 			return tx.ForgetManifest(ctx, d)
 		}); err != nil {

@@ -341,6 +341,33 @@ func TestCollectRaceReferenced(t *testing.T) {
 	})
 }
 
+// TestCollectRaceRepushed: a stored manifest that no repository links any
+// more is pushed again before the run forgets it; it stays, and resolves.
+func TestCollectRaceRepushed(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, w *world) {
+		cfg := w.blob("app", "config")
+		w.mustPut("app", image(t, nil, cfg), "1") // keeps the config linked
+		m := image(t, nil, cfg, cfg)
+		w.mustPut("app", m)
+		w.tx(func(ctx context.Context, tx *metadata.Tx) error {
+			return tx.DeleteManifest(ctx, "app", m.Digest, metadata.Change{Action: metadata.ActionManifestDelete})
+		})
+		c := w.collector(func(point string) {
+			if point == "unused manifests listed" {
+				w.mustPut("app", m, "2")
+			}
+		})
+		w.run(c, false)
+		if !w.has("app", m.Digest) {
+			t.Fatal("the manifest pushed again went")
+		}
+		got, err := w.db.Resolve(t.Context(), "app", oci.Reference{Tag: "2"})
+		if err != nil || got.Digest != m.Digest {
+			t.Fatalf("Resolve(app:2) = %v, %v", got, err)
+		}
+	})
+}
+
 // TestCollectRaceRelinked: a blob no repository links is linked again
 // (uploaded again, or mounted) between the unlinks and the marking.
 func TestCollectRaceRelinked(t *testing.T) {

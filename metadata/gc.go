@@ -34,16 +34,16 @@ func (db *DB) RepositoryRefs(ctx context.Context, after int64, n int) ([]Reposit
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
 	var out []RepositoryRef
-	for rows.Next() {
+	err = scanRows(rows, func() error {
 		var r RepositoryRef
 		if err := rows.Scan(&r.ID, &r.Name); err != nil {
-			return nil, err
+			return err
 		}
 		out = append(out, r)
-	}
-	return out, rows.Err()
+		return nil
+	})
+	return out, err
 }
 
 // ManifestNode is a manifest a repository links, with what garbage

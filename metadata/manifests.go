@@ -53,11 +53,16 @@ func (tx *Tx) PutManifest(ctx context.Context, repo string, d oci.Digest, m *oci
 			return err
 		}
 	}
-	// An existing row is updated to itself, which locks it: a collection
-	// forgetting an unused manifest waits for this push, then sees its link.
+	// On PostgreSQL an existing row is updated to itself, which locks it: a
+	// collection forgetting an unused manifest waits for this push, then
+	// sees its link. (SQLite's one writer needs no lock.)
+	onConflict := `DO NOTHING`
+	if tx.db.dialect.rowLocks {
+		onConflict = `DO UPDATE SET created_at = manifests.created_at`
+	}
 	if _, err := tx.exec(ctx, `INSERT INTO manifests
 		(digest, media_type, artifact_type, subject_digest, config_digest, payload, size, created_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (digest) DO UPDATE SET created_at = manifests.created_at`,
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (digest) `+onConflict,
 		d, m.MediaType, m.ArtifactType, subject, config, payload, len(payload), tx.now); err != nil {
 		return err
 	}
