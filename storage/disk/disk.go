@@ -217,8 +217,13 @@ func (d *Driver) List(ctx context.Context, prefix string, fn func(storage.Object
 			return nil
 		}
 		fi, err := e.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			// Deleted or moved away since its directory was read (an
+			// upload finishing, a collection sweeping): no longer there.
+			return nil
+		}
 		if err != nil {
-			return notFound(err)
+			return err
 		}
 		return fn(storage.Object{Key: key, Size: fi.Size(), ModTime: fi.ModTime()})
 	})

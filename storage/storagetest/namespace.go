@@ -216,3 +216,32 @@ func testListStopsAtError(t *testing.T, d storage.Driver) {
 		t.Errorf("fn called %d times after returning an error, want 1", calls)
 	}
 }
+
+// testListWhileDeleting: objects deleted or moved away while a List runs
+// (uploads finishing, a collection sweeping) are listed or not, but never
+// fail the listing.
+func testListWhileDeleting(t *testing.T, d storage.Driver) {
+	keys := []string{"w/a", "w/b", "w/c", "w/d", "w/e", "w/f"}
+	for _, k := range keys {
+		put(t, d, k, []byte("x"))
+	}
+	seen := map[string]bool{}
+	err := d.List(t.Context(), "w/", func(o storage.Object) error {
+		seen[o.Key] = true
+		// The first object listed takes every other one with it.
+		for _, k := range keys {
+			if len(seen) == 1 && !seen[k] {
+				if err := d.Delete(t.Context(), k); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("List while its objects are deleted: %v", err)
+	}
+	if len(seen) == 0 {
+		t.Error("List saw nothing, not even the object it saw first")
+	}
+}

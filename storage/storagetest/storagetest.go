@@ -44,6 +44,7 @@ func Run(t *testing.T, newDriver func(t *testing.T) storage.Driver) {
 		{"PrefixIsNotAnObject", testPrefixIsNotAnObject},
 		{"List", testList},
 		{"ListStopsAtError", testListStopsAtError},
+		{"ListWhileDeleting", testListWhileDeleting},
 		{"ListUncommitted", testListUncommitted},
 		{"DeleteDiscardsUncommitted", testDeleteDiscardsUncommitted},
 		{"ConcurrentWriters", testConcurrentWriters},
