@@ -99,17 +99,7 @@ func stressStorage(t *testing.T, name string) stressStore {
 	s3 := testserver.S3(t)  // a new bucket
 	const prefix = "stress" // exercised too: every key must be under it
 	return stressStore{
-		flags: []string{
-			"--storage.driver", "s3",
-			"--storage.s3.endpoint", s3.Endpoint,
-			"--storage.s3.bucket", s3.Bucket,
-			"--storage.s3.region", s3.Region,
-			"--storage.s3.access-key", s3.AccessKey,
-			"--storage.s3.secret-key", s3.SecretKey,
-			"--storage.s3.path-style",
-			"--storage.s3.part-size", "5242880",
-			"--storage.s3.prefix", prefix,
-		},
+		flags: append(s3Flags(s3), "--storage.s3.prefix", prefix),
 		objects: func(t *testing.T, _ *server) (map[string]int64, []string) {
 			return s3Objects(t, s3, prefix+"/")
 		},
@@ -289,26 +279,7 @@ func (r *stressRun) do(method, u string, body []byte, header map[string]string) 
 	if strings.HasPrefix(u, "/") {
 		u = r.s.URL + u // a Location header
 	}
-	req, err := http.NewRequest(method, u, bytes.NewReader(body))
-	if err != nil {
-		return nil, nil, err
-	}
-	if body == nil {
-		req.Body = nil
-	}
-	for k, v := range header {
-		req.Header.Set(k, v)
-	}
-	resp, err := r.client.Do(req)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer resp.Body.Close()
-	var b bytes.Buffer
-	if _, err := b.ReadFrom(resp.Body); err != nil {
-		return nil, nil, fmt.Errorf("%s %s: reading the body: %w", method, u, err)
-	}
-	return resp, b.Bytes(), nil
+	return doRequest(r.client, method, u, body, header)
 }
 
 // unexpected describes an answer the test did not allow for.

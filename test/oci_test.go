@@ -65,6 +65,11 @@ func httpDo(t testing.TB, method, u string, body []byte, header map[string]strin
 
 // tryDo is httpDo returning its error, for goroutines other than the test's.
 func tryDo(method, u string, body []byte, header map[string]string) (*http.Response, []byte, error) {
+	return doRequest(httpClient, method, u, body, header)
+}
+
+// doRequest sends a request through client and reads the answer's body whole.
+func doRequest(client *http.Client, method, u string, body []byte, header map[string]string) (*http.Response, []byte, error) {
 	req, err := http.NewRequest(method, u, bytes.NewReader(body))
 	if err != nil {
 		return nil, nil, err
@@ -75,7 +80,7 @@ func tryDo(method, u string, body []byte, header map[string]string) (*http.Respo
 	for k, v := range header {
 		req.Header.Set(k, v)
 	}
-	resp, err := httpClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s %s: %w", method, u, err)
 	}

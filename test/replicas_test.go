@@ -25,18 +25,7 @@ func TestReplicas(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	flags := []string{
-		"--config", haConfig,
-		"--storage.driver", "s3",
-		"--storage.s3.endpoint", s3.Endpoint,
-		"--storage.s3.bucket", s3.Bucket,
-		"--storage.s3.region", s3.Region,
-		"--storage.s3.access-key", s3.AccessKey,
-		"--storage.s3.secret-key", s3.SecretKey,
-		"--storage.s3.path-style",
-		"--storage.s3.part-size", "5242880",
-		"--database", dsn,
-	}
+	flags := append([]string{"--config", haConfig, "--database", dsn}, s3Flags(s3)...)
 	var replicas []*server
 	var hosts []string
 	for i := range 3 {
@@ -176,4 +165,18 @@ func TestReplicas(t *testing.T) {
 		img.push(t, lb, repo, "after-kill")
 		expectOutput(t, "crane digest through the balancer", crane.run(t, "digest", "--insecure", lb.ref(repo, ":after-kill")), img.Digest)
 	})
+}
+
+// s3Flags are the flags that put a server's blobs in the test S3 server's bucket.
+func s3Flags(s3 testserver.S3Server) []string {
+	return []string{
+		"--storage.driver", "s3",
+		"--storage.s3.endpoint", s3.Endpoint,
+		"--storage.s3.bucket", s3.Bucket,
+		"--storage.s3.region", s3.Region,
+		"--storage.s3.access-key", s3.AccessKey,
+		"--storage.s3.secret-key", s3.SecretKey,
+		"--storage.s3.path-style",
+		"--storage.s3.part-size", "5242880", // the smallest S3 allows: multipart from 5 MiB
+	}
 }
