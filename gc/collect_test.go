@@ -15,7 +15,8 @@ import (
 	"github.com/berthhq/berth/metadata"
 	"github.com/berthhq/berth/oci"
 	"github.com/berthhq/berth/storage"
-	_ "github.com/jackc/pgx/v5/stdlib" // database/sql's "pgx", to watch PostgreSQL's locks
+	_ "github.com/jackc/pgx/v5/stdlib"
+	"github.com/prometheus/client_golang/prometheus/testutil" // database/sql's "pgx", to watch PostgreSQL's locks
 )
 
 // world is a registry's metadata and storage whose clock stands three
@@ -254,6 +255,16 @@ func TestCollect(t *testing.T) {
 					t.Errorf("blob %s of a kept manifest cannot be served", ref.Digest)
 				}
 			}
+		}
+		m := c.metrics
+		if n := testutil.ToFloat64(m.deleted.WithLabelValues("blobs")); n != float64(len(wantBlobs)) {
+			t.Errorf("berth_gc_deleted_total{kind=blobs} = %v, want %d", n, len(wantBlobs))
+		}
+		if n := testutil.ToFloat64(m.bytes); n != float64(r.Bytes) {
+			t.Errorf("berth_gc_deleted_bytes_total = %v, want %d", n, r.Bytes)
+		}
+		if n := testutil.ToFloat64(m.runs.WithLabelValues("ok")); n != 1 {
+			t.Errorf("berth_gc_runs_total{result=ok} = %v after one run and a dry run, want 1", n)
 		}
 		// Nothing is left to collect, and the stored manifests no one
 		// links are forgotten too (pushed by digest, never tagged).
