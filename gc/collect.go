@@ -377,6 +377,12 @@ func sweep(ctx context.Context, db *metadata.DB, store *storage.Store, wait func
 		}
 		after = doomed[len(doomed)-1].Digest
 		for _, b := range doomed {
+			// The listing is only this run's while its lock held: past
+			// that, another run may have forgotten the row, and a push
+			// recorded the blob again.
+			if err := db.GCLockHeld(ctx); err != nil {
+				return nil, failed, err
+			}
 			if err := store.Delete(ctx, b.Digest); err != nil && !errors.Is(err, storage.ErrNotFound) {
 				// The row stays marked: the next run deletes the bytes again.
 				failed = append(failed, fmt.Sprintf("deleting blob %s: %v", b.Digest, err))

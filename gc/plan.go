@@ -53,8 +53,8 @@ func plan(nodes []*metadata.ManifestNode, h horizons) []*metadata.ManifestNode {
 	}
 
 	// Kahn's order over the garbage: an edge from each parent to its
-	// children and from each subject to its referrers. What a cycle leaves
-	// goes last; its re-checks refuse it, which is safe.
+	// children and from each subject to its referrers. A cycle, and what waits
+	// on it, stays.
 	waits := map[oci.Digest]int{}
 	next := map[oci.Digest][]*metadata.ManifestNode{}
 	edge := func(from oci.Digest, to *metadata.ManifestNode) {
@@ -94,10 +94,7 @@ func plan(nodes []*metadata.ManifestNode, h horizons) []*metadata.ManifestNode {
 			}
 		}
 	}
-	for _, n := range garbage {
-		if !placed[n.Digest] {
-			order = append(order, n)
-		}
-	}
+	// What a cycle leaves (and what waits on it) the re-checks would
+	// refuse: it is not garbage, so that a dry run reports what a run does.
 	return order
 }

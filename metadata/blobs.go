@@ -44,7 +44,27 @@ func (tx *Tx) MountBlob(ctx context.Context, repo, from string, d oci.Digest) (i
 	if err != nil {
 		return 0, noRows(err)
 	}
-	return size, tx.LinkBlob(ctx, repo, d, size)
+	id, err := tx.EnsureRepository(ctx, repo)
+	if err != nil {
+		return 0, err
+	}
+	// Never a new blobs row: the source's link was read without a lock, and
+	// a collection may have forgotten the blob since, its bytes gone. A row
+	// still live has its bytes; the update locks it against a marking.
+	var state string
+	err = tx.queryRow(ctx, `UPDATE blobs SET last_linked_at = CASE WHEN state = 'live' THEN $2 ELSE last_linked_at END
+		WHERE digest = $1 RETURNING state`, d, tx.now).Scan(&state)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return 0, ErrNotFound
+	case err != nil:
+		return 0, err
+	case state != "live":
+		return 0, ErrBlobDeleting
+	}
+	_, err = tx.exec(ctx, `INSERT INTO repository_blobs (repository_id, digest, linked_at) VALUES ($1, $2, $3)
+		ON CONFLICT (repository_id, digest) DO UPDATE SET linked_at = excluded.linked_at`, id, d, tx.now)
+	return size, err
 }
 
 // UnlinkBlob removes a blob from a repository's access list. The bytes stay

@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"errors"
+	"fmt"
 	"hash/fnv"
 	"sync"
 	"time"
@@ -27,6 +29,17 @@ func (db *DB) LockUpload(ctx context.Context, id string) (unlock func(), err err
 // this process and a lock on a file beside the database (berth check runs
 // as a process of its own).
 func (db *DB) TryLockGC(ctx context.Context) (unlock func(), err error) {
+	if p, ok := db.uploads.(*pgLocks); ok {
+		conn, unlock, ok, err := p.tryLockConn(ctx, "\x00gc")
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, ErrGCRunning
+		}
+		db.gcConn.Store(conn)
+		return sync.OnceFunc(func() { db.gcConn.Store(nil); unlock() }), nil
+	}
 	unlockLocal, ok, err := db.uploads.tryLock(ctx, "\x00gc") // no upload id starts with a NUL
 	if err != nil {
 		return nil, err
@@ -43,6 +56,32 @@ func (db *DB) TryLockGC(ctx context.Context) (unlock func(), err error) {
 		return nil, err
 	}
 	return func() { unlockFile(); unlockLocal() }, nil
+}
+
+// ErrGCLockLost: the collection lock's PostgreSQL session ended under a
+// run; another collection may be running.
+var ErrGCLockLost = errors.New("metadata: the garbage collection lock was lost")
+
+// GCLockHeld returns ErrGCLockLost unless this process still holds the
+// collection lock that TryLockGC took. On PostgreSQL the lock is the
+// session's: if the session still answers, it held the lock throughout,
+// and no other collection ran meanwhile. A run asks before each
+// destructive step that a listing made earlier decided.
+func (db *DB) GCLockHeld(ctx context.Context) error {
+	if !db.dialect.rowLocks {
+		return nil // a lock in this process and a file lock: not lost while held
+	}
+	conn := db.gcConn.Load()
+	if conn == nil {
+		return ErrGCLockLost
+	}
+	var held bool
+	err := conn.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks
+		WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted)`).Scan(&held)
+	if err != nil || !held {
+		return fmt.Errorf("%w: %v", ErrGCLockLost, err)
+	}
+	return nil
 }
 
 // uploadLocks are the two ways of keeping upload requests apart (and
@@ -147,10 +186,16 @@ func (p *pgLocks) lock(ctx context.Context, key string) (func(), error) {
 }
 
 func (p *pgLocks) tryLock(ctx context.Context, key string) (func(), bool, error) {
+	_, unlock, ok, err := p.tryLockConn(ctx, key)
+	return unlock, ok, err
+}
+
+// tryLockConn is tryLock, returning also the connection whose session holds the lock.
+func (p *pgLocks) tryLockConn(ctx context.Context, key string) (*sql.Conn, func(), bool, error) {
 	k := lockKey("upload", key)
 	conn, err := p.pool.Conn(ctx)
 	if err != nil {
-		return nil, false, err
+		return nil, nil, false, err
 	}
 	var ok bool
 	if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock($1)`, k).Scan(&ok); err != nil || !ok {
@@ -159,9 +204,9 @@ func (p *pgLocks) tryLock(ctx context.Context, key string) (func(), bool, error)
 		} else {
 			conn.Close()
 		}
-		return nil, false, err
+		return nil, nil, false, err
 	}
-	return sync.OnceFunc(func() { advisoryUnlock(conn, k) }), true, nil
+	return conn, sync.OnceFunc(func() { advisoryUnlock(conn, k) }), true, nil
 }
 
 func (p *pgLocks) close() error { return p.pool.Close() }

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"context"
 	"errors"
 	"net/http"
 
@@ -13,7 +14,10 @@ func (reg *Registry) collect(w http.ResponseWriter, r *http.Request, _ adminRout
 	if reg.gc == nil {
 		return newError(http.StatusNotImplemented, codeUnsupported, "this server runs no garbage collector")
 	}
-	rep, err := reg.gc.Run(r.Context(), r.Method != http.MethodPost)
+	// Not the request's context: a client or proxy that gives up (a run
+	// waits gc.link-deadline) must not cut the run short between deleting
+	// bytes and forgetting them.
+	rep, err := reg.gc.Run(context.WithoutCancel(r.Context()), r.Method != http.MethodPost)
 	if errors.Is(err, gc.ErrRunning) {
 		e := newError(http.StatusConflict, codeGCRunning, "a garbage collection is running (here or on another replica); try again when it ends")
 		e.header = http.Header{"Retry-After": {"10"}}

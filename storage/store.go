@@ -142,13 +142,14 @@ func (s *Store) PutBlob(ctx context.Context, id string, d oci.Digest, r io.Reade
 	if err == nil && oci.DigestOf(d.Algorithm(), h) != d {
 		err = ErrDigestMismatch
 	}
+	placed := time.Now() // before the bytes can appear at the key
 	if err == nil {
 		err = w.Commit(ctx)
 	}
 	if err != nil {
 		return Stored{Size: n}, errors.Join(err, w.Cancel(ctx))
 	}
-	return Stored{Size: n, Created: true, Placed: time.Now()}, nil
+	return Stored{Size: n, Created: true, Placed: placed}, nil
 }
 
 // Presigner is a Driver whose objects clients can fetch directly, by a URL
@@ -396,11 +397,15 @@ func (u *Upload) publish(ctx context.Context, d oci.Digest) (created bool, err e
 	case !errors.Is(err, ErrNotFound):
 		return false, err
 	}
+	// Before the move: the bytes may appear at the blob key (and a
+	// collection delete them) well before Move returns (S3 copies, then
+	// deletes the upload's key).
+	placed := time.Now()
 	err = s.d.Move(ctx, key, BlobKey(d))
 	if errors.Is(err, ErrNotFound) {
 		return false, fmt.Errorf("%w: the upload's bytes are gone", ErrInvalidOffset)
 	}
-	u.placed = time.Now()
+	u.placed = placed
 	return err == nil, err
 }
 
