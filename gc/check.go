@@ -148,8 +148,8 @@ func Check(ctx context.Context, db *metadata.DB, store *storage.Store, o CheckOp
 		if known, err := db.BlobExists(ctx, d); err != nil || known {
 			return err
 		}
-		if obj.ModTime.IsZero() || !obj.ModTime.Before(cutoff) {
-			rep.Young++
+		if obj.Pending || obj.ModTime.IsZero() || !obj.ModTime.Before(cutoff) {
+			rep.Young++ // a write in progress counts as young, whenever it began
 			return nil
 		}
 		if o.Repair {

@@ -136,7 +136,9 @@ const page = 200
 func (c *Collector) Run(ctx context.Context, dryRun bool) (*Report, error) {
 	unlock, err := c.o.DB.TryLockGC(ctx)
 	if errors.Is(err, metadata.ErrGCRunning) {
-		c.metrics.run("busy", 0)
+		if !dryRun {
+			c.metrics.run("busy", 0)
+		}
 		return nil, ErrRunning
 	}
 	if err != nil {
@@ -316,7 +318,10 @@ func (c *Collector) blobs(ctx context.Context, h horizons, r *Report, planned ma
 func (c *Collector) orphans(ctx context.Context, h horizons, r *Report) error {
 	return c.o.Store.ListBlobs(ctx, func(obj storage.Object) error {
 		d, ok := storage.BlobDigest(obj.Key)
-		if !ok || obj.ModTime.IsZero() || obj.ModTime.UnixNano() >= h.grace {
+		// A pending write (S3: a one-request upload still sending) is no
+		// orphan, however long it takes; a bucket lifecycle rule reclaims
+		// one its writer abandoned.
+		if !ok || obj.Pending || obj.ModTime.IsZero() || obj.ModTime.UnixNano() >= h.grace {
 			return nil
 		}
 		if known, err := c.o.DB.BlobExists(ctx, d); err != nil || known {

@@ -70,4 +70,8 @@ type Object struct {
 	Key     string
 	Size    int64
 	ModTime time.Time
+	// Pending: the bytes of an uncommitted Writer, kept apart from the key
+	// (S3: a multipart upload in progress), so nothing reads them there
+	// yet. A driver that writes in place (disk) reports false.
+	Pending bool
 }

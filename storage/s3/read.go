@@ -218,7 +218,7 @@ func (d *Driver) pending(ctx context.Context, prefix string) (map[string]*storag
 	see := func(key string, size int64, mod time.Time) {
 		o := found[key]
 		if o == nil {
-			o = &storage.Object{Key: key}
+			o = &storage.Object{Key: key, Pending: true}
 			found[key] = o
 		}
 		o.Size = max(o.Size, size)

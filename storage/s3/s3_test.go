@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"sync"
@@ -237,4 +238,31 @@ func (r *recorder) take() []string {
 	got := r.ranges
 	r.ranges = nil
 	return got
+}
+
+// TestListPending: a writer's multipart upload in progress is listed as
+// pending, a committed object is not; the orphan scan relies on it.
+func TestListPending(t *testing.T) {
+	d := newTest(t, options(testserver.S3(t)))
+	put(t, d, "blobs/done", []byte("committed"))
+	w, err := d.Writer(t.Context(), "blobs/open", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(random(MinPartSize + 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	pending := map[string]bool{}
+	if err := d.List(t.Context(), "blobs/", func(o storage.Object) error {
+		pending[o.Key] = o.Pending
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]bool{"blobs/done": false, "blobs/open": true}; !maps.Equal(pending, want) {
+		t.Errorf("List: pending %v, want %v", pending, want)
+	}
 }
