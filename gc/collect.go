@@ -206,6 +206,9 @@ func (c *Collector) run(ctx context.Context, r *Report) error {
 		return fmt.Errorf("gc: orphan scan: %w", err)
 	}
 	if r.DryRun {
+		if err := c.leftovers(ctx, r); err != nil {
+			return fmt.Errorf("gc: blobs being deleted: %w", err)
+		}
 		return c.staleUploads(ctx, r)
 	}
 	if err := c.sweep(ctx, r); err != nil {
@@ -423,6 +426,23 @@ func (c *Collector) unusedManifests(ctx context.Context, h horizons) error {
 			return tx.ForgetManifest(ctx, d)
 		}); err != nil {
 			return err
+		}
+	}
+}
+
+// leftovers adds to a dry run's report the blobs an earlier run marked and
+// did not finish deleting (it was cut short): a run deletes them too.
+func (c *Collector) leftovers(ctx context.Context, r *Report) error {
+	var after oci.Digest
+	for {
+		doomed, err := c.o.DB.DeletingBlobs(ctx, after, page)
+		if err != nil || len(doomed) == 0 {
+			return err
+		}
+		after = doomed[len(doomed)-1].Digest
+		for _, b := range doomed {
+			r.Blobs = append(r.Blobs, Item{Digest: b.Digest, Size: b.Size})
+			r.Bytes += b.Size
 		}
 	}
 }

@@ -3,10 +3,10 @@ package gc
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"testing"
 	"time"
 
-	"errors"
 	"github.com/berthhq/berth/metadata"
 	"github.com/berthhq/berth/oci"
 	"github.com/berthhq/berth/storage"
