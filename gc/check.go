@@ -172,7 +172,7 @@ func Check(ctx context.Context, db *metadata.DB, store *storage.Store, o CheckOp
 	if o.Repair {
 		// The claimed orphans go as collected blobs do; so do any blobs a
 		// crashed collection left marked.
-		_, failed, err := sweep(ctx, db, store, func() error { return sleep(ctx, o.LinkDeadline) })
+		_, failed, err := sweep(ctx, db, store, o.LinkDeadline, func() error { return sleep(ctx, o.LinkDeadline) })
 		if err == nil && len(failed) > 0 {
 			err = errors.New(failed[0])
 		}

@@ -358,7 +358,7 @@ func (c *Collector) orphans(ctx context.Context, h horizons, r *Report) error {
 // until the row is forgotten, or records it after the deadline, too late,
 // and is refused by its own clock (see Options.LinkDeadline).
 func (c *Collector) sweep(ctx context.Context, r *Report) error {
-	done, failed, err := sweep(ctx, c.o.DB, c.o.Store, func() error {
+	done, failed, err := sweep(ctx, c.o.DB, c.o.Store, c.o.LinkDeadline, func() error {
 		c.pause("bytes deleted")
 		return c.sleep(ctx, c.o.LinkDeadline)
 	})
@@ -372,7 +372,8 @@ func (c *Collector) sweep(ctx context.Context, r *Report) error {
 
 // sweep is Collector.sweep, for Check too; wait is the wait between
 // deleting and forgetting. The caller holds the collection lock.
-func sweep(ctx context.Context, db *metadata.DB, store *storage.Store, wait func() error) (done []metadata.BlobRecord, failed []string, err error) {
+func sweep(ctx context.Context, db *metadata.DB, store *storage.Store, deadline time.Duration, wait func() error) (done []metadata.BlobRecord, failed []string, err error) {
+	var checked time.Time // when the lock was last seen held
 	var deleted []metadata.BlobRecord
 	var after oci.Digest
 	for {
@@ -385,11 +386,15 @@ func sweep(ctx context.Context, db *metadata.DB, store *storage.Store, wait func
 		}
 		after = doomed[len(doomed)-1].Digest
 		for _, b := range doomed {
-			// The listing is only this run's while its lock held: past
+			// The listing is only this run's while its lock holds: past
 			// that, another run may have forgotten the row, and a push
-			// recorded the blob again.
-			if err := db.GCLockHeld(ctx); err != nil {
-				return nil, failed, err
+			// recorded the blob again. That takes the other run the link
+			// deadline at least, so a look every quarter of it will do.
+			if time.Since(checked) > deadline/4 {
+				if err := db.GCLockHeld(ctx); err != nil {
+					return nil, failed, err
+				}
+				checked = time.Now()
 			}
 			if err := store.Delete(ctx, b.Digest); err != nil && !errors.Is(err, storage.ErrNotFound) {
 				// The row stays marked: the next run deletes the bytes again.
