@@ -168,6 +168,8 @@ func scanRows(rows *sql.Rows, fn func() error) error {
 // of the repository references it or is a referrer of it linked at or
 // after cutoff or tagged, and its own subject is gone from the repository
 // (a referrer lives as long as its subject). It reports whether it did.
+// (The unary plus keeps SQLite from scanning the repository's links for
+// referrers: it starts from the manifests_subject index instead.)
 func (tx *Tx) UnlinkGarbageManifest(ctx context.Context, repoID int64, d oci.Digest, cutoff, horizon int64) (bool, error) {
 	if ok, err := tx.lockRow(ctx, `SELECT 1 FROM repository_manifests WHERE repository_id = $1 AND digest = $2`, repoID, d); !ok {
 		return false, err
@@ -180,7 +182,7 @@ func (tx *Tx) UnlinkGarbageManifest(ctx context.Context, repoID int64, d oci.Dig
 			JOIN repository_manifests p ON p.digest = mr.manifest_digest AND p.repository_id = $1
 			WHERE mr.child_digest = $2)
 		AND NOT EXISTS (SELECT 1 FROM manifests r
-			JOIN repository_manifests rr ON rr.digest = r.digest AND rr.repository_id = $1
+			JOIN repository_manifests rr ON rr.digest = r.digest AND +rr.repository_id = $1
 			WHERE r.subject_digest = $2 AND (rr.linked_at >= $3 OR EXISTS (SELECT 1 FROM tags t
 				WHERE t.repository_id = $1 AND t.manifest_digest = r.digest AND (t.ended_at IS NULL OR t.ended_at >= $4))))
 		AND NOT EXISTS (SELECT 1 FROM manifests m JOIN repository_manifests s
