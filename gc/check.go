@@ -87,15 +87,17 @@ const checkPage = 500
 // meanwhile), then its bytes go, then the record. A repair holds the
 // collection lock (ErrRunning while a collection runs).
 func Check(ctx context.Context, db *metadata.DB, store *storage.Store, o CheckOptions) (CheckReport, error) {
+	var lock *metadata.GCLock
 	if o.Repair {
-		unlock, err := db.TryLockGC(ctx)
+		var err error
+		lock, err = db.TryLockGC(ctx)
 		if errors.Is(err, metadata.ErrGCRunning) {
 			return CheckReport{}, ErrRunning
 		}
 		if err != nil {
 			return CheckReport{}, err
 		}
-		defer unlock()
+		defer lock.Unlock()
 	}
 	if o.LinkDeadline <= 0 {
 		o.LinkDeadline = time.Minute
@@ -172,7 +174,7 @@ func Check(ctx context.Context, db *metadata.DB, store *storage.Store, o CheckOp
 	if o.Repair {
 		// The claimed orphans go as collected blobs do; so do any blobs a
 		// crashed collection left marked.
-		_, failed, err := sweep(ctx, db, store, o.LinkDeadline, func() error { return sleep(ctx, o.LinkDeadline) })
+		_, failed, err := sweep(ctx, db, store, lock, o.LinkDeadline, func() error { return sleep(ctx, o.LinkDeadline) })
 		if err == nil && len(failed) > 0 {
 			err = errors.New(failed[0])
 		}

@@ -134,7 +134,7 @@ const page = 200
 // changes nothing. Only one run at a time holds the lock, across replicas:
 // another gets ErrRunning.
 func (c *Collector) Run(ctx context.Context, dryRun bool) (*Report, error) {
-	unlock, err := c.o.DB.TryLockGC(ctx)
+	lock, err := c.o.DB.TryLockGC(ctx)
 	if errors.Is(err, metadata.ErrGCRunning) {
 		if !dryRun {
 			c.metrics.run("busy", 0)
@@ -144,10 +144,10 @@ func (c *Collector) Run(ctx context.Context, dryRun bool) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer unlock()
+	defer lock.Unlock()
 	r := &Report{DryRun: dryRun, Started: time.Now(), Manifests: []Item{}, Links: []Item{}, Blobs: []Item{},
 		Orphans: []Item{}, Failed: []string{}}
-	err = c.run(ctx, r)
+	err = c.run(ctx, lock, r)
 	r.Duration = time.Since(r.Started)
 	r.Seconds = r.Duration.Seconds()
 	outcome := "ok"
@@ -171,7 +171,7 @@ type horizons struct {
 	restore  int64 // tags ended before it can no longer be restored
 }
 
-func (c *Collector) run(ctx context.Context, r *Report) error {
+func (c *Collector) run(ctx context.Context, lock *metadata.GCLock, r *Report) error {
 	h := horizons{
 		grace:   r.Started.Add(-c.o.Grace).UnixNano(),
 		restore: r.Started.Add(-c.o.RestoreWindow).UnixNano(),
@@ -211,7 +211,7 @@ func (c *Collector) run(ctx context.Context, r *Report) error {
 		}
 		return c.staleUploads(ctx, r)
 	}
-	if err := c.sweep(ctx, r); err != nil {
+	if err := c.sweep(ctx, lock, r); err != nil {
 		return fmt.Errorf("gc: sweep: %w", err)
 	}
 	if err := c.unusedManifests(ctx, h); err != nil {
@@ -357,8 +357,8 @@ func (c *Collector) orphans(ctx context.Context, h horizons, r *Report) error {
 // before the mark (and the mark was refused), or is refused by LinkBlob
 // until the row is forgotten, or records it after the deadline, too late,
 // and is refused by its own clock (see Options.LinkDeadline).
-func (c *Collector) sweep(ctx context.Context, r *Report) error {
-	done, failed, err := sweep(ctx, c.o.DB, c.o.Store, c.o.LinkDeadline, func() error {
+func (c *Collector) sweep(ctx context.Context, lock *metadata.GCLock, r *Report) error {
+	done, failed, err := sweep(ctx, c.o.DB, c.o.Store, lock, c.o.LinkDeadline, func() error {
 		c.pause("bytes deleted")
 		return c.sleep(ctx, c.o.LinkDeadline)
 	})
@@ -372,37 +372,30 @@ func (c *Collector) sweep(ctx context.Context, r *Report) error {
 
 // sweep is Collector.sweep, for Check too; wait is the wait between
 // deleting and forgetting. The caller holds the collection lock.
-func sweep(ctx context.Context, db *metadata.DB, store *storage.Store, deadline time.Duration, wait func() error) (done []metadata.BlobRecord, failed []string, err error) {
+func sweep(ctx context.Context, db *metadata.DB, store *storage.Store, lock *metadata.GCLock, deadline time.Duration, wait func() error) (done []metadata.BlobRecord, failed []string, err error) {
 	var checked time.Time // when the lock was last seen held
 	var deleted []metadata.BlobRecord
-	var after oci.Digest
-	for {
-		doomed, err := db.DeletingBlobs(ctx, after, page)
-		if err != nil {
-			return nil, failed, err
-		}
-		if len(doomed) == 0 {
-			break
-		}
-		after = doomed[len(doomed)-1].Digest
-		for _, b := range doomed {
-			// The listing is only this run's while its lock holds: past
-			// that, another run may have forgotten the row, and a push
-			// recorded the blob again. That takes the other run the link
-			// deadline at least, so a look every quarter of it will do.
-			if time.Since(checked) > deadline/4 {
-				if err := db.GCLockHeld(ctx); err != nil {
-					return nil, failed, err
-				}
-				checked = time.Now()
+	err = eachDeleting(ctx, db, func(b metadata.BlobRecord) error {
+		// The listing is only this run's while its lock holds: past that,
+		// another run may have forgotten the row, and a push recorded the
+		// blob again. That takes the other run the link deadline at least,
+		// so a look every quarter of it will do.
+		if time.Since(checked) > deadline/4 {
+			if err := lock.Held(ctx); err != nil {
+				return err
 			}
-			if err := store.Delete(ctx, b.Digest); err != nil && !errors.Is(err, storage.ErrNotFound) {
-				// The row stays marked: the next run deletes the bytes again.
-				failed = append(failed, fmt.Sprintf("deleting blob %s: %v", b.Digest, err))
-				continue
-			}
-			deleted = append(deleted, b)
+			checked = time.Now()
 		}
+		if err := store.Delete(ctx, b.Digest); err != nil && !errors.Is(err, storage.ErrNotFound) {
+			// The row stays marked: the next run deletes the bytes again.
+			failed = append(failed, fmt.Sprintf("deleting blob %s: %v", b.Digest, err))
+			return nil
+		}
+		deleted = append(deleted, b)
+		return nil
+	})
+	if err != nil {
+		return nil, failed, err
 	}
 	if len(deleted) == 0 {
 		return nil, failed, nil
@@ -438,16 +431,27 @@ func (c *Collector) unusedManifests(ctx context.Context, h horizons) error {
 // leftovers adds to a dry run's report the blobs an earlier run marked and
 // did not finish deleting (it was cut short): a run deletes them too.
 func (c *Collector) leftovers(ctx context.Context, r *Report) error {
+	return eachDeleting(ctx, c.o.DB, func(b metadata.BlobRecord) error {
+		r.Blobs = append(r.Blobs, Item{Digest: b.Digest, Size: b.Size})
+		r.Bytes += b.Size
+		return nil
+	})
+}
+
+// eachDeleting calls fn for every blob marked as being deleted, in digest
+// order, a page at a time.
+func eachDeleting(ctx context.Context, db *metadata.DB, fn func(metadata.BlobRecord) error) error {
 	var after oci.Digest
 	for {
-		doomed, err := c.o.DB.DeletingBlobs(ctx, after, page)
+		doomed, err := db.DeletingBlobs(ctx, after, page)
 		if err != nil || len(doomed) == 0 {
 			return err
 		}
 		after = doomed[len(doomed)-1].Digest
 		for _, b := range doomed {
-			r.Blobs = append(r.Blobs, Item{Digest: b.Digest, Size: b.Size})
-			r.Bytes += b.Size
+			if err := fn(b); err != nil {
+				return err
+			}
 		}
 	}
 }

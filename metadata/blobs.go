@@ -30,9 +30,7 @@ func (tx *Tx) LinkBlob(ctx context.Context, repo string, d oci.Digest, size int6
 	if err != nil {
 		return err
 	}
-	_, err = tx.exec(ctx, `INSERT INTO repository_blobs (repository_id, digest, linked_at) VALUES ($1, $2, $3)
-		ON CONFLICT (repository_id, digest) DO UPDATE SET linked_at = excluded.linked_at`, id, d, tx.now)
-	return err
+	return tx.linkRepository(ctx, id, d)
 }
 
 // MountBlob links into repo a blob that repository from already links, as a
@@ -62,9 +60,15 @@ func (tx *Tx) MountBlob(ctx context.Context, repo, from string, d oci.Digest) (i
 	case state != "live":
 		return 0, ErrBlobDeleting
 	}
-	_, err = tx.exec(ctx, `INSERT INTO repository_blobs (repository_id, digest, linked_at) VALUES ($1, $2, $3)
+	return size, tx.linkRepository(ctx, id, d)
+}
+
+// linkRepository records that the repository with id may serve blob d, or
+// refreshes the time it last did.
+func (tx *Tx) linkRepository(ctx context.Context, id int64, d oci.Digest) error {
+	_, err := tx.exec(ctx, `INSERT INTO repository_blobs (repository_id, digest, linked_at) VALUES ($1, $2, $3)
 		ON CONFLICT (repository_id, digest) DO UPDATE SET linked_at = excluded.linked_at`, id, d, tx.now)
-	return size, err
+	return err
 }
 
 // UnlinkBlob removes a blob from a repository's access list. The bytes stay
@@ -106,21 +110,26 @@ type BlobRecord struct {
 // Blobs returns up to n blobs rows with digests after the digest after, in
 // digest order, whatever their state: pages for a walk over every blob.
 func (db *DB) Blobs(ctx context.Context, after oci.Digest, n int) ([]BlobRecord, error) {
-	rows, err := db.query(ctx, `SELECT digest, size, created_at, last_linked_at, state FROM blobs
+	return db.blobRecords(ctx, `SELECT digest, size, created_at, last_linked_at, state FROM blobs
 		WHERE digest > $1 ORDER BY digest LIMIT $2`, after, n)
+}
+
+// blobRecords runs query, which selects the columns of BlobRecord.
+func (db *DB) blobRecords(ctx context.Context, query string, args ...any) ([]BlobRecord, error) {
+	rows, err := db.query(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
 	out := []BlobRecord{}
-	for rows.Next() {
+	err = scanRows(rows, func() error {
 		var b BlobRecord
 		if err := rows.Scan(&b.Digest, &b.Size, &b.Created, &b.LastLinked, &b.State); err != nil {
-			return nil, err
+			return err
 		}
 		out = append(out, b)
-	}
-	return out, rows.Err()
+		return nil
+	})
+	return out, err
 }
 
 // BlobExists reports whether the blobs table has a row for d, whatever its state.

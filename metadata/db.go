@@ -72,8 +72,7 @@ type DB struct {
 	read, write *sql.DB
 	reads       *stmts // prepared statements of the read pool
 	uploads     uploadLocks
-	gcConn      atomic.Pointer[sql.Conn] // PostgreSQL: the session holding the collection lock, while one does
-	sqlitePath  string                   // the SQLite file; empty on PostgreSQL
+	sqlitePath  string // the SQLite file; empty on PostgreSQL
 	now         func() time.Time
 	route       Router
 	outbox      chan struct{}               // see OutboxWritten

@@ -261,21 +261,8 @@ func (tx *Tx) ClaimOrphanBlob(ctx context.Context, d oci.Digest, size int64) (bo
 // DeletingBlobs returns up to n blobs being deleted with digests after
 // after, in digest order.
 func (db *DB) DeletingBlobs(ctx context.Context, after oci.Digest, n int) ([]BlobRecord, error) {
-	rows, err := db.query(ctx, `SELECT digest, size, created_at, last_linked_at, state FROM blobs
+	return db.blobRecords(ctx, `SELECT digest, size, created_at, last_linked_at, state FROM blobs
 		WHERE state = 'deleting' AND digest > $1 ORDER BY digest LIMIT $2`, after, n)
-	if err != nil {
-		return nil, err
-	}
-	out := []BlobRecord{}
-	err = scanRows(rows, func() error {
-		var b BlobRecord
-		if err := rows.Scan(&b.Digest, &b.Size, &b.Created, &b.LastLinked, &b.State); err != nil {
-			return err
-		}
-		out = append(out, b)
-		return nil
-	})
-	return out, err
 }
 
 // ForgetBlob deletes the row of a blob being deleted, once its bytes are.

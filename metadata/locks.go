@@ -24,23 +24,12 @@ func (db *DB) LockUpload(ctx context.Context, id string) (unlock func(), err err
 
 // TryLockGC takes the garbage collection lock if no one holds it, or
 // returns ErrGCRunning. It excludes every process that shares the database:
-// on PostgreSQL it is a session advisory lock, held until unlock or until
+// on PostgreSQL it is a session advisory lock, held until Unlock or until
 // the holder's connection ends (a crash frees it); on SQLite a lock inside
 // this process and a lock on a file beside the database (berth check runs
 // as a process of its own).
-func (db *DB) TryLockGC(ctx context.Context) (unlock func(), err error) {
-	if p, ok := db.uploads.(*pgLocks); ok {
-		conn, unlock, ok, err := p.tryLockConn(ctx, "\x00gc")
-		if err != nil {
-			return nil, err
-		}
-		if !ok {
-			return nil, ErrGCRunning
-		}
-		db.gcConn.Store(conn)
-		return sync.OnceFunc(func() { db.gcConn.Store(nil); unlock() }), nil
-	}
-	unlockLocal, ok, err := db.uploads.tryLock(ctx, "\x00gc") // no upload id starts with a NUL
+func (db *DB) TryLockGC(ctx context.Context) (*GCLock, error) {
+	l, ok, err := db.uploads.tryLock(ctx, "\x00gc") // no upload id starts with a NUL
 	if err != nil {
 		return nil, err
 	}
@@ -48,40 +37,41 @@ func (db *DB) TryLockGC(ctx context.Context) (unlock func(), err error) {
 		return nil, ErrGCRunning
 	}
 	if db.sqlitePath == "" {
-		return unlockLocal, nil
+		return l, nil
 	}
 	unlockFile, err := lockFile(db.sqlitePath + "-gc.lock")
 	if err != nil {
-		unlockLocal()
+		l.Unlock()
 		return nil, err
 	}
-	return func() { unlockFile(); unlockLocal() }, nil
+	unlockLocal := l.unlock
+	l.unlock = func() { unlockFile(); unlockLocal() }
+	return l, nil
 }
+
+// GCLock is the garbage collection lock, held until Unlock.
+type GCLock struct {
+	unlock func()
+	held   func(context.Context) error // nil: cannot be lost while held
+}
+
+// Unlock releases the lock.
+func (l *GCLock) Unlock() { l.unlock() }
 
 // ErrGCLockLost: the collection lock's PostgreSQL session ended under a
 // run; another collection may be running.
 var ErrGCLockLost = errors.New("metadata: the garbage collection lock was lost")
 
-// GCLockHeld returns ErrGCLockLost unless this process still holds the
-// collection lock that TryLockGC took. On PostgreSQL the lock is the
-// session's: if the session still answers, it held the lock throughout,
-// and no other collection ran meanwhile. A run asks before each
-// destructive step that a listing made earlier decided.
-func (db *DB) GCLockHeld(ctx context.Context) error {
-	if !db.dialect.rowLocks {
-		return nil // a lock in this process and a file lock: not lost while held
+// Held returns ErrGCLockLost unless the lock is still held. On PostgreSQL
+// the lock is the session's: if the session still answers and holds it,
+// it held it throughout, and no other collection ran meanwhile. A run asks
+// before destructive steps that a listing made earlier decided. The locks
+// of SQLite (in this process, and on a file) cannot be lost while held.
+func (l *GCLock) Held(ctx context.Context) error {
+	if l.held == nil {
+		return nil
 	}
-	conn := db.gcConn.Load()
-	if conn == nil {
-		return ErrGCLockLost
-	}
-	var held bool
-	err := conn.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks
-		WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted)`).Scan(&held)
-	if err != nil || !held {
-		return fmt.Errorf("%w: %v", ErrGCLockLost, err)
-	}
-	return nil
+	return l.held(ctx)
 }
 
 // uploadLocks are the two ways of keeping upload requests apart (and
@@ -89,7 +79,7 @@ func (db *DB) GCLockHeld(ctx context.Context) error {
 type uploadLocks interface {
 	lock(ctx context.Context, key string) (unlock func(), err error)
 	// tryLock is lock without waiting: ok is false when the lock is held.
-	tryLock(ctx context.Context, key string) (unlock func(), ok bool, err error)
+	tryLock(ctx context.Context, key string) (l *GCLock, ok bool, err error)
 	close() error
 }
 
@@ -143,11 +133,11 @@ func (l *localLocks) ref(key string) *localLock {
 	return m
 }
 
-func (l *localLocks) tryLock(_ context.Context, key string) (func(), bool, error) {
+func (l *localLocks) tryLock(_ context.Context, key string) (*GCLock, bool, error) {
 	m := l.ref(key)
 	select {
 	case m.held <- struct{}{}:
-		return l.unlocker(key, m), true, nil
+		return &GCLock{unlock: l.unlocker(key, m)}, true, nil
 	default:
 		l.release(key, m)
 		return nil, false, nil
@@ -185,17 +175,11 @@ func (p *pgLocks) lock(ctx context.Context, key string) (func(), error) {
 	return sync.OnceFunc(func() { advisoryUnlock(conn, k) }), nil
 }
 
-func (p *pgLocks) tryLock(ctx context.Context, key string) (func(), bool, error) {
-	_, unlock, ok, err := p.tryLockConn(ctx, key)
-	return unlock, ok, err
-}
-
-// tryLockConn is tryLock, returning also the connection whose session holds the lock.
-func (p *pgLocks) tryLockConn(ctx context.Context, key string) (*sql.Conn, func(), bool, error) {
+func (p *pgLocks) tryLock(ctx context.Context, key string) (*GCLock, bool, error) {
 	k := lockKey("upload", key)
 	conn, err := p.pool.Conn(ctx)
 	if err != nil {
-		return nil, nil, false, err
+		return nil, false, err
 	}
 	var ok bool
 	if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock($1)`, k).Scan(&ok); err != nil || !ok {
@@ -204,9 +188,18 @@ func (p *pgLocks) tryLockConn(ctx context.Context, key string) (*sql.Conn, func(
 		} else {
 			conn.Close()
 		}
-		return nil, nil, false, err
+		return nil, false, err
 	}
-	return conn, sync.OnceFunc(func() { advisoryUnlock(conn, k) }), true, nil
+	held := func(ctx context.Context) error {
+		var held bool
+		err := conn.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks
+			WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted)`).Scan(&held)
+		if err != nil || !held {
+			return fmt.Errorf("%w: %v", ErrGCLockLost, err)
+		}
+		return nil
+	}
+	return &GCLock{unlock: sync.OnceFunc(func() { advisoryUnlock(conn, k) }), held: held}, true, nil
 }
 
 func (p *pgLocks) close() error { return p.pool.Close() }

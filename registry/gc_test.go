@@ -53,11 +53,11 @@ func TestAdminGC(t *testing.T) {
 	s.do("GET", "/v2/app/blobs/"+string(run.Blobs[0].Digest), nil).expect(t, http.StatusNotFound, codeBlobUnknown)
 	s.do("GET", "/v2/app/manifests/"+string(kept), nil).expect(t, http.StatusOK, "")
 
-	unlock, err := s.db.TryLockGC(t.Context())
+	lock, err := s.db.TryLockGC(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unlock()
+	defer lock.Unlock()
 	r = s.do("POST", "/admin/v1/gc", nil)
 	r.expect(t, http.StatusConflict, codeGCRunning)
 	if r.Header.Get("Retry-After") == "" {
