@@ -94,10 +94,9 @@ func sleep(ctx context.Context, d time.Duration) error {
 
 // Report is what a run deleted, or would delete (DryRun).
 type Report struct {
-	DryRun   bool          `json:"dryRun"`
-	Started  time.Time     `json:"started"`
-	Duration time.Duration `json:"-"`
-	Seconds  float64       `json:"seconds"`
+	DryRun  bool      `json:"dryRun"`
+	Started time.Time `json:"started"`
+	Seconds float64   `json:"seconds"` // how long the run took
 	// Manifests are the manifests unlinked from their repositories.
 	Manifests []Item `json:"manifests"`
 	// Links are the blob links removed from repositories.
@@ -148,17 +147,17 @@ func (c *Collector) Run(ctx context.Context, dryRun bool) (*Report, error) {
 	r := &Report{DryRun: dryRun, Started: time.Now(), Manifests: []Item{}, Links: []Item{}, Blobs: []Item{},
 		Orphans: []Item{}, Failed: []string{}}
 	err = c.run(ctx, lock, r)
-	r.Duration = time.Since(r.Started)
-	r.Seconds = r.Duration.Seconds()
+	took := time.Since(r.Started)
+	r.Seconds = took.Seconds()
 	outcome := "ok"
 	if err != nil {
 		outcome = "error"
 	}
 	if !dryRun {
-		c.metrics.run(outcome, r.Duration)
+		c.metrics.run(outcome, took)
 		c.metrics.collected(r)
 	}
-	c.log.Info("gc: run ended", "dry_run", dryRun, "took", r.Duration.Round(time.Millisecond),
+	c.log.Info("gc: run ended", "dry_run", dryRun, "took", took.Round(time.Millisecond),
 		"manifests", len(r.Manifests), "links", len(r.Links), "blobs", len(r.Blobs), "bytes", r.Bytes,
 		"orphans", len(r.Orphans), "kept", r.Kept, "uploads", r.Uploads, "failed", len(r.Failed), "error", err)
 	return r, err
