@@ -443,7 +443,7 @@ func TestCLIWebhooks(t *testing.T) {
 func TestCLIGC(t *testing.T) {
 	t.Parallel()
 	// A grace of 1ns: whatever was pushed before the command runs is old enough.
-	s := startBerth(t, serverOptions{Flags: []string{"--gc.interval", "0", "--gc.grace", "1ns", "--gc.link-deadline", "10ms"}})
+	s := startBerth(t, serverOptions{Flags: []string{"--gc.interval", "0", "--gc.grace", "1ns", "--gc.link-deadline", "3s"}})
 	cli := berthCLI(t, s)
 	kept, gone := newTestImage(t), newTestImage(t)
 	kept.push(t, s, "app", "1")
