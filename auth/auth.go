@@ -3,8 +3,8 @@ package auth
 import (
 	"errors"
 	"fmt"
-	"net"
 	"log/slog"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
