@@ -47,7 +47,7 @@ func TestPurgeUploads(t *testing.T) {
 		up.Close()
 	}
 	session := func(id string) {
-		if err := db.InTx(ctx, func(tx *metadata.Tx) error { return tx.CreateUpload(ctx, "app", id) }); err != nil {
+		if err := db.InTx(ctx, func(tx *metadata.Tx) error { return tx.CreateUpload(ctx, "app", id, "", 0) }); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -86,7 +86,7 @@ func TestPurgeSkipsBusyUploads(t *testing.T) {
 	now := time.Now().Add(-3 * time.Hour)
 	db, store := open(t, t.TempDir(), func() time.Time { return now })
 	for _, id := range []string{"held", "touched"} {
-		if err := db.InTx(ctx, func(tx *metadata.Tx) error { return tx.CreateUpload(ctx, "app", id) }); err != nil {
+		if err := db.InTx(ctx, func(tx *metadata.Tx) error { return tx.CreateUpload(ctx, "app", id, "", 0) }); err != nil {
 			t.Fatal(err)
 		}
 	}

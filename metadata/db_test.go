@@ -134,7 +134,7 @@ func testInTxRollsBack(t *testing.T, be backend) {
 		if err := tx.LinkBlob(t.Context(), "app", b.digest, b.size); err != nil {
 			return err
 		}
-		if err := tx.CreateUpload(t.Context(), "app", "u1"); err != nil {
+		if err := tx.CreateUpload(t.Context(), "app", "u1", "", 0); err != nil {
 			return err
 		}
 		return boom
@@ -176,7 +176,7 @@ func testConcurrentWriters(t *testing.T, be backend) {
 				if err := tx.LinkBlob(ctx, repo, layer.digest, layer.size); err != nil {
 					return err
 				}
-				if err := tx.CreateUpload(ctx, repo, "upload-"+repo); err != nil {
+				if err := tx.CreateUpload(ctx, repo, "upload-"+repo, "", 0); err != nil {
 					return err
 				}
 				return tx.PutManifest(ctx, repo, m.digest, m.parsed, m.payload, []string{"latest", "1"},

@@ -2,6 +2,7 @@ package metadata
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -14,14 +15,37 @@ type UploadRecord struct {
 	StartedAt time.Time
 }
 
-// CreateUpload records a new, empty upload session in the repository.
-func (tx *Tx) CreateUpload(ctx context.Context, repo, id string) error {
+// ErrTooManyUploads: the client already has as many open upload sessions
+// as it may.
+var ErrTooManyUploads = errors.New("metadata: too many open upload sessions")
+
+// CreateUpload records a new, empty upload session in the repository,
+// opened by client. With max > 0 it fails with ErrTooManyUploads when the
+// client already has max sessions open, in any repository, on any replica.
+func (tx *Tx) CreateUpload(ctx context.Context, repo, id, client string, max int) error {
+	if max > 0 {
+		// Two sessions opened at once by one client must not both see
+		// max-1: on PostgreSQL they queue on a lock per client; SQLite has
+		// one writer at a time.
+		if tx.db.dialect.rowLocks {
+			if _, err := tx.exec(ctx, `SELECT pg_advisory_xact_lock($1)`, lockKey("uploads", client)); err != nil {
+				return err
+			}
+		}
+		var open int
+		if err := tx.queryRow(ctx, `SELECT count(*) FROM uploads WHERE client = $1`, client).Scan(&open); err != nil {
+			return err
+		}
+		if open >= max {
+			return ErrTooManyUploads
+		}
+	}
 	repoID, err := tx.EnsureRepository(ctx, repo)
 	if err != nil {
 		return err
 	}
-	_, err = tx.exec(ctx, `INSERT INTO uploads (id, repository_id, started_at, updated_at) VALUES ($1, $2, $3, $3)`,
-		id, repoID, tx.now)
+	_, err = tx.exec(ctx, `INSERT INTO uploads (id, repository_id, started_at, updated_at, client) VALUES ($1, $2, $3, $3, $4)`,
+		id, repoID, tx.now, client)
 	return err
 }
 

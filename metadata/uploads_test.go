@@ -3,7 +3,9 @@ package metadata_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,7 +25,7 @@ func testUploadSessions(t *testing.T, be backend) {
 	c := newClock()
 	db := be.open(t, c)
 	started := c.Now()
-	inTx(t, db, func(ctx context.Context, tx *metadata.Tx) error { return tx.CreateUpload(ctx, "app", "u1") })
+	inTx(t, db, func(ctx context.Context, tx *metadata.Tx) error { return tx.CreateUpload(ctx, "app", "u1", "", 0) })
 
 	u, err := db.Upload(t.Context(), "app", "u1")
 	if err != nil {
@@ -38,7 +40,7 @@ func testUploadSessions(t *testing.T, be backend) {
 	if ok, err := db.RepositoryExists(t.Context(), "app"); !ok || err != nil {
 		t.Errorf("CreateUpload did not create the repository: %v, %v", ok, err)
 	}
-	if err := db.InTx(t.Context(), func(tx *metadata.Tx) error { return tx.CreateUpload(t.Context(), "app", "u1") }); err == nil {
+	if err := db.InTx(t.Context(), func(tx *metadata.Tx) error { return tx.CreateUpload(t.Context(), "app", "u1", "", 0) }); err == nil {
 		t.Error("CreateUpload with an id in use succeeded")
 	}
 
@@ -90,7 +92,7 @@ func testStaleUploads(t *testing.T, be backend) {
 	c := newClock()
 	db := be.open(t, c)
 	create := func(id string) {
-		inTx(t, db, func(ctx context.Context, tx *metadata.Tx) error { return tx.CreateUpload(ctx, "app", id) })
+		inTx(t, db, func(ctx context.Context, tx *metadata.Tx) error { return tx.CreateUpload(ctx, "app", id, "", 0) })
 	}
 	t0 := c.Now()
 	create("old")
@@ -133,4 +135,54 @@ func sameSet(a, b []string) bool {
 	slices.Sort(a)
 	slices.Sort(b)
 	return slices.Equal(a, b)
+}
+
+// TestUploadCap: a client's open sessions are capped across repositories,
+// also when it opens many at once; finishing one frees a place; other
+// clients are not counted.
+func TestUploadCap(t *testing.T) { forEachBackend(t, testUploadCap) }
+
+func testUploadCap(t *testing.T, be backend) {
+	db := be.open(t, newClock())
+	const max = 5
+	create := func(repo, id, client string) error {
+		return db.InTx(t.Context(), func(tx *metadata.Tx) error {
+			return tx.CreateUpload(t.Context(), repo, id, client, max)
+		})
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 4*max)
+	for i := range errs {
+		wg.Go(func() { errs[i] = create(fmt.Sprintf("app%d", i%3), fmt.Sprintf("u%d", i), "alice") })
+	}
+	wg.Wait()
+	opened := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			opened++
+		case !errors.Is(err, metadata.ErrTooManyUploads):
+			t.Fatalf("CreateUpload: %v", err)
+		}
+	}
+	if opened != max {
+		t.Fatalf("%d of %d concurrent sessions opened, want the cap, %d", opened, len(errs), max)
+	}
+	if err := create("app", "bob-1", "bob"); err != nil {
+		t.Errorf("another client's session: %v", err)
+	}
+	var done string
+	for i, err := range errs {
+		if err == nil {
+			done = fmt.Sprintf("u%d", i)
+			break
+		}
+	}
+	inTx(t, db, func(ctx context.Context, tx *metadata.Tx) error { return tx.DeleteUpload(ctx, done) })
+	if err := create("app", "again", "alice"); err != nil {
+		t.Errorf("a session after one finished: %v", err)
+	}
+	if err := create("app", "over", "alice"); !errors.Is(err, metadata.ErrTooManyUploads) {
+		t.Errorf("a session over the cap: %v, want ErrTooManyUploads", err)
+	}
 }

@@ -60,7 +60,7 @@ func (reg *Registry) startUpload(w http.ResponseWriter, r *http.Request, rt rout
 		return reg.uploadWhole(w, r, rt.name, d)
 	}
 	id := newUploadID()
-	if err := reg.db.InTx(ctx, func(tx *metadata.Tx) error { return tx.CreateUpload(ctx, rt.name, id) }); err != nil {
+	if err := reg.db.InTx(ctx, func(tx *metadata.Tx) error { return tx.CreateUpload(ctx, rt.name, id, "", 0) }); err != nil {
 		return err
 	}
 	uploadProgress(w, http.StatusAccepted, rt.name, id, 0)
