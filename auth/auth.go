@@ -214,6 +214,16 @@ func (a *Authenticator) ListsCatalog(id Identity) bool {
 	return granted(id.Access, "registry", "catalog", "*")
 }
 
+// CatalogShows reports whether the catalog lists the repository name to
+// id: those id may pull. A token of Berth's own issuer names only the
+// repositories of its request, so for it the policy decides.
+func (a *Authenticator) CatalogShows(id Identity, name string) bool {
+	if a.Enabled() && id.Method == "token" && a.tokens.issuing() {
+		id.Access = nil
+	}
+	return a.Allowed(id, name, Pull)
+}
+
 // granted reports whether access grants act on the resource.
 func granted(access []Access, typ, name string, act Action) bool {
 	for _, e := range access {

@@ -144,6 +144,9 @@ func (reg *Registry) admin(w http.ResponseWriter, r *http.Request) error {
 	if !ok {
 		return newError(http.StatusMethodNotAllowed, codeUnsupported, r.Method+" is not supported here")
 	}
+	if err := reg.authorizeAdmin(r, rt); err != nil {
+		return err
+	}
 	switch rt.endpoint {
 	case adRepositories, adPolicies, adOpenAPI, adGC:
 	case adWebhooks, adWebhook, adEnable, adDeliveries, adDelivery, adRedeliver, adPing:
@@ -279,10 +282,6 @@ func jsonTimePtr(ns int64) *time.Time {
 	t := jsonTime(ns)
 	return &t
 }
-
-// actor names who asked for a change made through the admin API.
-// Authentication is not in place yet, so this is the client's address.
-func actor(r *http.Request) string { return r.RemoteAddr }
 
 // repositoryJSON is a repository on the wire.
 type repositoryJSON struct {

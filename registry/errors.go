@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/berthhq/berth/metadata"
 	"github.com/berthhq/berth/oci"
@@ -42,6 +43,7 @@ const (
 	codeNameUnknown         = "NAME_UNKNOWN"
 	codeSizeInvalid         = "SIZE_INVALID"
 	codeDenied              = "DENIED"
+	codeUnauthorized        = "UNAUTHORIZED"
 	codeUnsupported         = "UNSUPPORTED"
 	codeTooManyRequests     = "TOOMANYREQUESTS"
 	codeUnavailable         = "UNAVAILABLE" // the reference registry's code for a 503
@@ -116,6 +118,8 @@ func toAPIError(err error) *apiError {
 	case errors.Is(err, storage.ErrInvalidOffset):
 		// The stored bytes of an upload cannot continue where its record says.
 		return newError(http.StatusBadRequest, codeBlobUploadInvalid, "the upload cannot continue; start it again")
+	case errors.Is(err, metadata.ErrTooManyUploads):
+		return tooManyRequests("too many open upload sessions: finish or cancel some first", 10*time.Second)
 	case errors.Is(err, metadata.ErrBlobDeleting):
 		return errCollected
 	case errors.Is(err, storage.ErrUnavailable):

@@ -100,7 +100,7 @@ func (reg *Registry) catalog(w http.ResponseWriter, r *http.Request, _ route) er
 		return err
 	}
 	names, err := paginate(w, r, n, last, func(last string, limit int) ([]string, error) {
-		return reg.db.Repositories(r.Context(), last, limit)
+		return reg.visibleRepositories(r, last, limit)
 	})
 	if err != nil {
 		return err
@@ -108,6 +108,33 @@ func (reg *Registry) catalog(w http.ResponseWriter, r *http.Request, _ route) er
 	return writeJSON(w, "application/json", struct {
 		Repositories []string `json:"repositories"`
 	}{names})
+}
+
+// visibleRepositories lists up to limit repositories after last that the
+// caller may pull, reading the database a page at a time.
+func (reg *Registry) visibleRepositories(r *http.Request, last string, limit int) ([]string, error) {
+	if !reg.auth.Enabled() {
+		return reg.db.Repositories(r.Context(), last, limit)
+	}
+	id := identity(r)
+	const page = 1000
+	var names []string
+	for len(names) < limit {
+		batch, err := reg.db.Repositories(r.Context(), last, page)
+		if err != nil {
+			return nil, err
+		}
+		for _, name := range batch {
+			if reg.auth.CatalogShows(id, name) {
+				names = append(names, name)
+			}
+		}
+		if len(batch) < page {
+			break
+		}
+		last = batch[len(batch)-1]
+	}
+	return names[:min(limit, len(names))], nil
 }
 
 // referrers lists the manifests whose subject is a digest, as an image index.

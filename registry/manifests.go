@@ -125,9 +125,24 @@ func (reg *Registry) putManifest(w http.ResponseWriter, r *http.Request, rt rout
 	if err != nil {
 		return err
 	}
+	rules := p.tagRules()
+	// A caller without the right to move numbered tags pushes as if they
+	// were immutable: the check is the database's, in the transaction.
+	moveAction := reg.auth.MoveNumberedTag()
+	mayMove := reg.auth.Allowed(identity(r), rt.name, moveAction)
+	if !mayMove {
+		rules.ImmutableNumbered = true
+	}
 	err = reg.db.InTx(ctx, func(tx *metadata.Tx) error {
-		return tx.PutManifest(ctx, rt.name, d, m, payload, tags, metadata.Change{Action: metadata.ActionPush, Rules: p.tagRules()})
+		return tx.PutManifest(ctx, rt.name, d, m, payload, tags, metadata.Change{Actor: actor(r), Action: metadata.ActionPush, Rules: rules})
 	})
+	var immutable *metadata.TagImmutableError
+	if !mayMove && !p.tagRules().ImmutableNumbered && errors.As(err, &immutable) {
+		e := newError(http.StatusForbidden, codeDenied, fmt.Sprintf(
+			"tag %s is a numbered tag pointing at %s; moving it needs the %s right here", immutable.Tag, immutable.Current, moveAction))
+		e.Detail = map[string]string{"tag": immutable.Tag, "digest": string(immutable.Current)}
+		return e
+	}
 	if err != nil {
 		return err
 	}

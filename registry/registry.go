@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berthhq/berth/auth"
 	"github.com/berthhq/berth/gc"
 	"github.com/berthhq/berth/metadata"
 	"github.com/berthhq/berth/notify"
@@ -41,6 +42,21 @@ type Options struct {
 	// and the client pushes again. It must equal gc.Options.LinkDeadline.
 	// Default 1m.
 	LinkDeadline time.Duration
+	// Auth decides who may do what; nil lets everyone do everything.
+	Auth *auth.Authenticator
+	// Limits bound what one client may ask for.
+	Limits Limits
+}
+
+// Limits bound what one client (one address) may ask of the registry.
+type Limits struct {
+	// Rate is the requests per second a client may make, with bursts of
+	// Burst; 0 is no limit. Over it, requests get 429 TOOMANYREQUESTS.
+	Rate  float64
+	Burst int
+	// Uploads is how many upload sessions a client (a user, or an address
+	// for anonymous clients) may have open at once; 0 is no limit.
+	Uploads int
 }
 
 // ValidatePolicyRules reports the first invalid rule.
@@ -70,6 +86,10 @@ type Registry struct {
 	dispatcher    *notify.Dispatcher
 	gc            *gc.Collector
 	linkDeadline  time.Duration
+	auth          *auth.Authenticator
+	tokens        http.Handler // the built-in token issuer, or nil
+	limiter       *rateLimiter // nil: no rate limit
+	maxUploads    int
 }
 
 type routeKey struct{ endpoint, method string }
@@ -81,7 +101,11 @@ func New(o Options) *Registry {
 		log = slog.Default()
 	}
 	reg := &Registry{store: o.Store, db: o.DB, log: log, redirect: o.RedirectExpiry, restoreWindow: o.RestoreWindow,
-		dispatcher: o.Dispatcher, gc: o.GC, linkDeadline: o.LinkDeadline}
+		dispatcher: o.Dispatcher, gc: o.GC, linkDeadline: o.LinkDeadline,
+		auth: o.Auth, limiter: newRateLimiter(o.Limits.Rate, o.Limits.Burst), maxUploads: o.Limits.Uploads}
+	if reg.auth.Enabled() {
+		reg.tokens = reg.auth.TokenHandler()
+	}
 	if reg.linkDeadline <= 0 {
 		reg.linkDeadline = time.Minute
 	}
@@ -189,7 +213,10 @@ func (reg *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := &recorder{ResponseWriter: w}
 	rec.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 
-	err := reg.dispatch(rec, r)
+	r, err := reg.admit(r)
+	if err == nil {
+		err = reg.dispatch(rec, r)
+	}
 	var ae *apiError
 	if err != nil {
 		ae = toAPIError(err)
@@ -216,9 +243,34 @@ func (reg *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	reg.log.LogAttrs(r.Context(), level, "request", attrs...)
+	if ae == nil {
+		reg.audit(r, rec.statusCode())
+	}
+}
+
+// admit applies the rate limit and reads the caller's credentials into the
+// request's context; the token issuer reads its own.
+func (reg *Registry) admit(r *http.Request) (*http.Request, error) {
+	if reg.limiter != nil {
+		if ok, wait := reg.limiter.allow(auth.ClientAddress(r)); !ok {
+			return r, tooManyRequests("too many requests from this client: slow down", wait)
+		}
+	}
+	if reg.isTokenRequest(r) {
+		return r, nil
+	}
+	return reg.authenticate(r)
+}
+
+func (reg *Registry) isTokenRequest(r *http.Request) bool {
+	return reg.tokens != nil && r.URL.Path == "/auth/token"
 }
 
 func (reg *Registry) dispatch(w http.ResponseWriter, r *http.Request) error {
+	if reg.isTokenRequest(r) {
+		reg.tokens.ServeHTTP(w, r)
+		return nil
+	}
 	if strings.HasPrefix(r.URL.Path, "/admin/") {
 		return reg.admin(w, r)
 	}
@@ -235,10 +287,14 @@ func (reg *Registry) dispatch(w http.ResponseWriter, r *http.Request) error {
 	if !ok {
 		return newError(http.StatusMethodNotAllowed, codeUnsupported, r.Method+" is not supported here")
 	}
+	if err := reg.authorizeV2(r, rt); err != nil {
+		return err
+	}
 	return h(w, r, rt)
 }
 
-// base answers GET /v2/: the API is here, and no credentials are needed.
+// base answers GET /v2/: the API is here, and the caller's credentials
+// (if authentication is on) are good.
 //
 // Spec: "Determining support".
 func (reg *Registry) base(w http.ResponseWriter, r *http.Request, _ route) error {

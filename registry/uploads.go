@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/berthhq/berth/auth"
 	"io"
 	"net/http"
 	"regexp"
@@ -30,10 +31,15 @@ func (reg *Registry) startUpload(w http.ResponseWriter, r *http.Request, rt rout
 		if err != nil {
 			return err
 		}
-		if from := q.Get("from"); from != "" {
+		from := q.Get("from")
+		if from != "" {
 			if err := oci.ValidateName(from); err != nil {
 				return err
 			}
+		}
+		// A mount from a repository the caller may not pull would read
+		// it: that falls back to an upload, as an unknown blob does.
+		if from != "" && reg.auth.Allowed(identity(r), from, auth.Pull) {
 			err := reg.db.InTx(ctx, func(tx *metadata.Tx) error {
 				size, err := tx.MountBlob(ctx, rt.name, from, d)
 				if err != nil {
@@ -60,7 +66,7 @@ func (reg *Registry) startUpload(w http.ResponseWriter, r *http.Request, rt rout
 		return reg.uploadWhole(w, r, rt.name, d)
 	}
 	id := newUploadID()
-	if err := reg.db.InTx(ctx, func(tx *metadata.Tx) error { return tx.CreateUpload(ctx, rt.name, id, "", 0) }); err != nil {
+	if err := reg.db.InTx(ctx, func(tx *metadata.Tx) error { return tx.CreateUpload(ctx, rt.name, id, actor(r), reg.maxUploads) }); err != nil {
 		return err
 	}
 	uploadProgress(w, http.StatusAccepted, rt.name, id, 0)

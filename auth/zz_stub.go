@@ -1,0 +1,5 @@
+package auth
+
+import "net/http"
+
+func (a *Authenticator) TokenHandler() http.Handler { return nil }

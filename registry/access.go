@@ -1,0 +1,182 @@
+package registry
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/berthhq/berth/auth"
+)
+
+// Who may do what. Every request is authenticated once, in dispatch; each
+// endpoint needs one action on its repository (or, on the admin API, on
+// every repository), checked before its handler runs.
+
+type identityKey struct{}
+
+// identity is who sent the request, as dispatch found.
+func identity(r *http.Request) auth.Identity {
+	id, _ := r.Context().Value(identityKey{}).(auth.Identity)
+	return id
+}
+
+// actor names who asked for a change, for tag history and audit lines:
+// the user, or for an anonymous caller the client's address.
+func actor(r *http.Request) string {
+	if id := identity(r); id.Name != "" {
+		return id.Name
+	}
+	return auth.ClientAddress(r)
+}
+
+// authenticate reads the request's credentials into its context.
+func (reg *Registry) authenticate(r *http.Request) (*http.Request, error) {
+	id, err := reg.auth.Authenticate(r)
+	if err != nil {
+		auth.Audit(reg.log, r, id, "denied", "reason", "invalid credentials", "path", r.URL.Path)
+		e := newError(http.StatusUnauthorized, codeUnauthorized, "invalid credentials")
+		e.header = http.Header{"Www-Authenticate": {reg.auth.Challenge(nil)}}
+		return r, e
+	}
+	return r.WithContext(context.WithValue(r.Context(), identityKey{}, id)), nil
+}
+
+// v2Action is the action an /v2/ endpoint needs on its repository.
+func v2Action(endpoint, method string) auth.Action {
+	switch {
+	case endpoint == epUploads || endpoint == epUpload || method == http.MethodPut:
+		return auth.Push
+	case method == http.MethodDelete:
+		return auth.Delete
+	}
+	return auth.Pull
+}
+
+// authorizeV2 checks that the caller may use a /v2/ endpoint: the base and
+// the catalog need only an authenticated caller (the catalog then lists
+// what the caller may pull), the others their action on the repository.
+func (reg *Registry) authorizeV2(r *http.Request, rt route) error {
+	if !reg.auth.Enabled() {
+		return nil
+	}
+	id := identity(r)
+	switch rt.endpoint {
+	case epBase:
+		if id.Anonymous() {
+			return reg.refuse(r, id, nil)
+		}
+		return nil
+	case epCatalog:
+		if id.Anonymous() || !reg.auth.ListsCatalog(id) {
+			return reg.refuse(r, id, []auth.Access{{Type: "registry", Name: "catalog", Actions: []string{"*"}}})
+		}
+		return nil
+	}
+	act := v2Action(rt.endpoint, r.Method)
+	if reg.auth.Allowed(id, rt.name, act) {
+		return nil
+	}
+	// A push is pull and push to the clients that ask for a token.
+	actions := []string{string(act)}
+	if act == auth.Push {
+		actions = []string{"pull", "push"}
+	}
+	return reg.refuse(r, id, []auth.Access{{Type: "repository", Name: rt.name, Actions: actions}})
+}
+
+// authorizeAdmin checks that the caller may use an admin endpoint: reads of
+// one repository need pull on it, changes to it admin on it, and the
+// registry-wide endpoints admin on every repository. The API's description
+// is public.
+func (reg *Registry) authorizeAdmin(r *http.Request, rt adminRoute) error {
+	if !reg.auth.Enabled() || rt.endpoint == adOpenAPI {
+		return nil
+	}
+	id := identity(r)
+	read := r.Method == http.MethodGet || r.Method == http.MethodHead
+	switch rt.endpoint {
+	case adRepository, adTags, adTag, adTagHistory, adRestore, adHistory, adVersions, adRollback, adRetention:
+		act := auth.Admin
+		if read {
+			act = auth.Pull
+		}
+		if reg.auth.Allowed(id, rt.name, act) {
+			return nil
+		}
+		return reg.refuse(r, id, []auth.Access{{Type: "repository", Name: rt.name, Actions: []string{string(act)}}})
+	}
+	if reg.auth.AllowedEverywhere(id, auth.Admin) {
+		return nil
+	}
+	return reg.refuse(r, id, []auth.Access{{Type: "registry", Name: "*", Actions: []string{string(auth.Admin)}}})
+}
+
+// refuse answers a request the caller may not make: 401 with a challenge
+// to an anonymous caller or a token without the scope (clients then ask
+// for credentials or a token with it), 403 DENIED to a user the policy
+// refuses.
+func (reg *Registry) refuse(r *http.Request, id auth.Identity, need []auth.Access) error {
+	auth.Audit(reg.log, r, id, "denied", "method", r.Method, "path", r.URL.Path, "need", auth.FormatScope(need))
+	if id.Anonymous() || id.Method == "token" {
+		e := newError(http.StatusUnauthorized, codeUnauthorized, "authentication required")
+		challenge := reg.auth.Challenge(need)
+		if !id.Anonymous() {
+			e.Message = "the token does not grant " + auth.FormatScope(need)
+			if strings.HasPrefix(challenge, "Bearer ") {
+				challenge += `,error="insufficient_scope"`
+			}
+		}
+		e.header = http.Header{"Www-Authenticate": {challenge}}
+		return e
+	}
+	if need == nil {
+		return newError(http.StatusForbidden, codeDenied, "you may not do this")
+	}
+	return newError(http.StatusForbidden, codeDenied, "you may not do this here: it needs "+auth.FormatScope(need))
+}
+
+// audit writes the audit line of a change that succeeded: a manifest push,
+// a delete, a tag move, a policy or webhook change, a collection run.
+// Logins and denials have theirs where they happen.
+func (reg *Registry) audit(r *http.Request, status int) {
+	if status >= 400 || r.Method == http.MethodGet || r.Method == http.MethodHead {
+		return
+	}
+	var event string
+	if rt, ok := parseRoute(r.URL.Path); ok {
+		switch {
+		case rt.endpoint == epManifest && r.Method == http.MethodPut:
+			event = "push"
+		case r.Method == http.MethodDelete:
+			event = "delete"
+		}
+	} else if rt, ok := parseAdminRoute(r.URL.Path); ok {
+		switch rt.endpoint {
+		case adTag, adRestore, adRollback:
+			event = "tag-move"
+			if r.Method == http.MethodDelete {
+				event = "delete"
+			}
+		case adRetention:
+			event = "retention"
+		case adPolicy:
+			event = "policy-change"
+		case adGC:
+			event = "gc"
+		case adWebhooks, adWebhook, adEnable, adRedeliver:
+			event = "webhook-change"
+		}
+	}
+	if event != "" {
+		auth.Audit(reg.log, r, identity(r), event, "method", r.Method, "path", r.URL.Path, "status", status)
+	}
+}
+
+// tooManyRequests answers a client over a limit.
+func tooManyRequests(message string, wait time.Duration) *apiError {
+	e := newError(http.StatusTooManyRequests, codeTooManyRequests, message)
+	e.header = http.Header{"Retry-After": {strconv.Itoa(max(1, int((wait + time.Second - 1) / time.Second)))}}
+	return e
+}
