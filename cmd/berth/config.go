@@ -59,6 +59,9 @@ type config struct {
 	GCGrace             time.Duration
 	GCUntagged          untagged
 	GCLinkDeadline      time.Duration
+	Auth                authConfig
+	TLS                 tlsConfig
+	Limits              limitsConfig
 }
 
 // untagged is gc.untagged: keep, or how long an untagged manifest is kept.
@@ -147,6 +150,7 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.GCGrace, "gc.grace", time.Hour, "garbage collection keeps whatever was linked or needed more recently than this")
 	fs.Var(&c.GCUntagged, "gc.untagged", "keep untagged manifests (keep), or delete those untagged for longer than this duration")
 	fs.DurationVar(&c.GCLinkDeadline, "gc.link-deadline", time.Minute, "how long an upload may take between finding its blob's bytes in place and recording the blob; collection waits as long between deleting bytes and forgetting them")
+	c.securityFlags(fs)
 }
 
 func envName(flagName string) string {
@@ -283,13 +287,16 @@ func loadConfig(name string, args []string, extra ...func(*flag.FlagSet)) (*conf
 		names[ep.Name] = true
 	}
 	if c.PublicURL == "" {
-		c.PublicURL = defaultPublicURL(c.Addr)
+		c.PublicURL = defaultPublicURL(c.Addr, c.TLS.Cert != "")
 	}
 	if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("public-url %q is not an http or https URL", c.PublicURL)
 	}
 	if c.Redirect < 0 {
 		return nil, fmt.Errorf("storage.redirect must not be negative")
+	}
+	if err := c.checkSecurity(); err != nil {
+		return nil, err
 	}
 	switch c.StorageDriver {
 	case "disk":
@@ -339,17 +346,21 @@ func (d *durations) Set(v string) error {
 }
 
 // defaultPublicURL is http://<host name>:<port of addr>.
-func defaultPublicURL(addr string) string {
+func defaultPublicURL(addr string, https bool) string {
+	scheme := "http://"
+	if https {
+		scheme = "https://"
+	}
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return "http://localhost:5000"
+		return scheme + "localhost:5000"
 	}
 	if host == "" || host == "0.0.0.0" || host == "::" {
 		if host, err = os.Hostname(); err != nil {
 			host = "localhost"
 		}
 	}
-	return "http://" + net.JoinHostPort(host, port)
+	return scheme + net.JoinHostPort(host, port)
 }
 
 // decodeStrict reads a list of the YAML file (policies, webhook

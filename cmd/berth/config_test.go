@@ -21,6 +21,7 @@ func TestConfigPrecedence(t *testing.T) {
 	os.WriteFile(file, []byte("addr: \":7000\"\ndata: /srv/berth\nlog:\n  level: warn\n  format: json\nuploads:\n  max-age: 2h\nstorage:\n  disk:\n    fsync: false\n"+
 		"policies:\n  - repositories: team/*\n    ordering: [semver]\n    retention:\n      keepNewest: 5\n      keepYoungerThan: 720h\n"+
 		"gc:\n  untagged: 720h\n"+
+		"auth:\n  method: basic\n  htpasswd: /etc/berth/htpasswd\n  token:\n    expiry: 10m\nlimits:\n  rate: 50\n"+
 		"webhooks:\n  max-age: 1h\n  endpoints:\n    - name: deploy\n      url: http://127.0.0.1:9000/hook\n      format: cloudevents\n      secrets: [s1, \"${BERTH_TEST_HOOK_SECRET}\"]\n      numberedOnly: true\n"), 0o644)
 	t.Setenv("BERTH_LOG_LEVEL", "debug")
 	t.Setenv("BERTH_UPLOADS_PURGE_INTERVAL", "1m")
@@ -60,6 +61,10 @@ func TestConfigPrecedence(t *testing.T) {
 		GCGrace:           30 * time.Minute,
 		GCUntagged:        untagged(720 * time.Hour),
 		GCLinkDeadline:    time.Minute,
+		Auth: authConfig{Method: "basic", Htpasswd: "/etc/berth/htpasswd", Token: authTokenConfig{
+			Service: "berth", Issuer: "berth", Expiry: 10 * time.Minute}}, // three levels deep
+		Limits: limitsConfig{Rate: 50, Burst: 100, Uploads: 1000, ReadHeaderTimeout: 30 * time.Second,
+			IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10},
 		Policies: []registry.PolicyRule{{Repositories: "team/*", Policy: registry.Policy{
 			Ordering:  []oci.Ordering{oci.OrderSemver},
 			Retention: &registry.Retention{KeepNewest: ptr(5), KeepYoungerThan: ptr(registry.Duration(720 * time.Hour))},

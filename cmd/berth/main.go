@@ -44,6 +44,10 @@ Usage:
   berth check [flags]   compare metadata with storage: missing, mis-sized,
                         corrupt (--rehash) and orphan blobs; --repair deletes
                         the orphans (berth check --help)
+  berth auth htpasswd USER
+                        print an htpasswd line for USER, password on stdin
+  berth auth example-policy
+                        print an example auth policy file
 
 Admin commands, clients of a running registry's admin API:
 `)
@@ -75,6 +79,8 @@ func main() {
 		err = rollout(os.Args[2:])
 	case "check":
 		err = check(os.Args[2:], os.Stdout, os.Stderr)
+	case "auth":
+		err = authCommand(os.Args[2:], os.Stdin, os.Stdout, os.Stderr)
 	case "help", "-h", "--help":
 		fmt.Print(usage())
 		return
@@ -170,16 +176,18 @@ func serve(args []string) error {
 	}
 	collector := gc.New(gc.Options{DB: db, Store: store, Logger: log, Grace: c.GCGrace, Untagged: time.Duration(c.GCUntagged),
 		RestoreWindow: c.RestoreWindow, LinkDeadline: c.GCLinkDeadline, UploadMaxAge: c.UploadMaxAge, Metrics: metrics})
+	authn, err := openAuth(c, log)
+	if err != nil {
+		return err
+	}
 	reg := registry.New(registry.Options{
 		Store: store, DB: db, Logger: log, RedirectExpiry: c.Redirect,
 		Policy: c.policy(), PolicyRules: c.Policies, RestoreWindow: c.RestoreWindow, Dispatcher: dispatcher,
-		GC: collector, LinkDeadline: c.GCLinkDeadline,
+		GC: collector, LinkDeadline: c.GCLinkDeadline, Auth: authn, Limits: c.limits(),
 	})
-	srv := &http.Server{
-		Handler:           reg,
-		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	srv, err := newServer(c, reg, log)
+	if err != nil {
+		return err
 	}
 	go purgeUploads(ctx, log, db, store, c)
 	go every(ctx, time.Hour, func() {
@@ -210,7 +218,13 @@ func serve(args []string) error {
 
 	log.Info("berth serving", "addr", ln.Addr().String(), "storage", c.StorageDriver, "metadata", map[bool]string{true: "postgres", false: c.Database}[c.isPostgres()])
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() {
+		if srv.TLSConfig != nil {
+			errc <- srv.ServeTLS(ln, "", "") // the certificate comes from TLSConfig
+		} else {
+			errc <- srv.Serve(ln)
+		}
+	}()
 	select {
 	case err := <-errc:
 		return err
