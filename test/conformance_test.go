@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -66,19 +67,20 @@ func TestConformance(t *testing.T) {
 	runConformance(t, s.Host, s.dir)
 }
 
-// runConformance runs the suite against the registry at host, keeping its report under keep.
-func runConformance(t *testing.T, host, keep string) {
+// runConformance runs the suite against the registry at host, keeping its report under keep; env
+// adds to the suite's environment (OCI_USERNAME and OCI_PASSWORD for a registry that asks for them).
+func runConformance(t *testing.T, host, keep string, env ...string) {
 	t.Helper()
 	bin := conformanceBin(t)
 	// Kept with the server logs if the run fails.
 	results := filepath.Join(keep, "conformance-results-"+hex.EncodeToString(randBytes(t, 4)))
 	// An empty working directory: the suite would read an oci-conformance.yaml found there.
-	conf := tool{path: bin, dir: t.TempDir(), env: append([]string{
+	conf := tool{path: bin, dir: t.TempDir(), env: slices.Concat([]string{
 		"OCI_REGISTRY=" + host,
 		"OCI_REPO1=" + uniqueRepo(t, "conformance"),
 		"OCI_REPO2=" + uniqueRepo(t, "conformance-crossmount"),
 		"OCI_RESULTS_DIR=" + results,
-	}, conformanceEnv...)}
+	}, conformanceEnv, env)}
 
 	start := time.Now()
 	stdout, stderr, err := conf.exec()

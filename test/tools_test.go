@@ -187,9 +187,10 @@ const cmdTimeout = 3 * time.Minute
 
 // tool is a command line client with the environment it runs in.
 type tool struct {
-	path string
-	env  []string
-	dir  string
+	path  string
+	env   []string
+	dir   string
+	stdin []byte // what the tool reads on standard input (a password)
 }
 
 // run runs the tool and returns its stdout, failing the test with both streams on error.
@@ -209,6 +210,9 @@ func (tl tool) exec(args ...string) (stdout, stderr []byte, err error) {
 	cmd := exec.CommandContext(ctx, tl.path, args...)
 	cmd.Env = append(os.Environ(), tl.env...)
 	cmd.Dir = tl.dir
+	if tl.stdin != nil {
+		cmd.Stdin = bytes.NewReader(tl.stdin)
+	}
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err = cmd.Run()
