@@ -169,8 +169,12 @@ func (p *Policy) Allowed(user, name string, act Action) bool {
 }
 
 func (p *compiledPolicy) allowed(user, name string, act Action) bool {
+	// What anyone may pull, a user may too.
+	if act == Pull && slices.ContainsFunc(p.anonymous, func(re *regexp.Regexp) bool { return re.MatchString(name) }) {
+		return true
+	}
 	if user == "" {
-		return act == Pull && slices.ContainsFunc(p.anonymous, func(re *regexp.Regexp) bool { return re.MatchString(name) })
+		return false
 	}
 	groups := p.groups[user]
 	matched := false

@@ -46,6 +46,15 @@ type testServer struct {
 	dir     string
 	db      *metadata.DB
 	store   *storage.Store
+	// user, when set, sends basic credentials: the user, password "pw-"+user.
+	user string
+}
+
+// as is the server as user sees it: every request carries their credentials.
+func (s *testServer) as(user string) *testServer {
+	c := *s
+	c.user = user
+	return &c
 }
 
 // serverSetup is what newServer opens the database and the registry with.
@@ -150,6 +159,9 @@ func (s *testServer) do(method, path string, body []byte, header ...string) *res
 	req, err := http.NewRequest(method, s.URL+path, rd)
 	if err != nil {
 		s.t.Fatal(err)
+	}
+	if s.user != "" {
+		req.SetBasicAuth(s.user, "pw-"+s.user)
 	}
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
