@@ -1,14 +1,6 @@
 package auth
 
-import (
-	"crypto"
-	"crypto/tls"
-	"net/http"
-)
-
-func (a *Authenticator) TokenHandler() http.Handler { return nil }
-
-func LoadOrCreateKey(path string) (crypto.Signer, error) { return nil, nil }
+import "crypto/tls"
 
 func TLSConfig(certFile, keyFile, clientCAFile string, onError func(error)) (*tls.Config, error) {
 	return nil, nil

@@ -177,6 +177,6 @@ func (reg *Registry) audit(r *http.Request, status int) {
 // tooManyRequests answers a client over a limit.
 func tooManyRequests(message string, wait time.Duration) *apiError {
 	e := newError(http.StatusTooManyRequests, codeTooManyRequests, message)
-	e.header = http.Header{"Retry-After": {strconv.Itoa(max(1, int((wait + time.Second - 1) / time.Second)))}}
+	e.header = http.Header{"Retry-After": {strconv.Itoa(max(1, int((wait+time.Second-1)/time.Second)))}}
 	return e
 }

@@ -263,7 +263,7 @@ func (reg *Registry) admit(r *http.Request) (*http.Request, error) {
 }
 
 func (reg *Registry) isTokenRequest(r *http.Request) bool {
-	return reg.tokens != nil && r.URL.Path == "/auth/token"
+	return reg.tokens != nil && r.URL.Path == auth.TokenPath
 }
 
 func (reg *Registry) dispatch(w http.ResponseWriter, r *http.Request) error {

@@ -18,6 +18,7 @@ func TestImportsPointDown(t *testing.T) {
 		"storage/storagetest": {"oci", "storage"},
 		"metadata":            {"oci"},
 		"gc":                  {"oci", "storage", "metadata"},
+		"auth":                {"oci"},
 		"notify":              {"oci", "metadata"},
 		"registry":            {"oci", "storage", "metadata", "gc", "auth", "notify"},
 	}

@@ -114,7 +114,9 @@ func openAuth(c *config, log *slog.Logger) (*auth.Authenticator, error) {
 		return nil, nil
 	}
 	reloadFailed := func(what string) func(error) {
-		return func(err error) { log.Error(what+" changed but cannot be read; the previous version stays in force", "error", err) }
+		return func(err error) {
+			log.Error(what+" changed but cannot be read; the previous version stays in force", "error", err)
+		}
 	}
 	o := auth.Options{Method: auth.Method(a.Method), ClientCerts: a.ClientCerts, Logger: log}
 	var err error
