@@ -118,7 +118,11 @@ func (reg *Registry) authorizeAdmin(r *http.Request, rt adminRoute) error {
 // for credentials or a token with it), 403 DENIED to a user the policy
 // refuses.
 func (reg *Registry) refuse(r *http.Request, id auth.Identity, need []auth.Access) error {
-	auth.Audit(reg.log, r, id, "denied", "method", r.Method, "path", r.URL.Path, "need", auth.FormatScope(need))
+	// Every client starts with an anonymous GET /v2/ to learn how to
+	// authenticate: that is no denial worth a line.
+	if need != nil || !id.Anonymous() {
+		auth.Audit(reg.log, r, id, "denied", "method", r.Method, "path", r.URL.Path, "need", auth.FormatScope(need))
+	}
 	if id.Anonymous() || id.Method == "token" {
 		e := newError(http.StatusUnauthorized, codeUnauthorized, "authentication required")
 		challenge := reg.auth.Challenge(need)
