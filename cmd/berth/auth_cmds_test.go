@@ -94,3 +94,15 @@ func TestAuthErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestReadmeExamplePolicy: the README shows the example policy exactly as
+// berth auth example-policy prints it.
+func TestReadmeExamplePolicy(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(readme), "```yaml\n"+auth.ExamplePolicy+"```\n") {
+		t.Error("README.md does not show auth.ExamplePolicy verbatim in a yaml block; paste the output of berth auth example-policy")
+	}
+}
