@@ -247,7 +247,7 @@ http:
 	return []string{"serve", p}, os.WriteFile(p, []byte(conf), 0o644)
 }
 
-// start launches the process and waits until GET /v2/ answers 200.
+// start launches the process and waits until GET /v2/ answers: 200, or 401 when it asks for credentials.
 func (s *server) start() error {
 	args, err := s.args()
 	if err != nil {
@@ -282,7 +282,7 @@ func (s *server) start() error {
 		resp, err := client.Get(s.URL + "/v2/")
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusUnauthorized {
 				return nil
 			}
 		}
