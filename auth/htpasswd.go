@@ -4,8 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"regexp"
 	"strings"
-	"sync"
 
 	"golang.org/x/crypto/bcrypt"
 )
@@ -13,8 +13,21 @@ import (
 // Htpasswd is an htpasswd file of bcrypt hashes (htpasswd -B), read again
 // when it changes.
 type Htpasswd struct {
-	file *watched[map[string][]byte]
+	file *watched[*htpasswdUsers]
 }
+
+// htpasswdUsers is an htpasswd file read.
+type htpasswdUsers struct {
+	hashes map[string][]byte
+	// dummy is one of the file's hashes, compared against for unknown
+	// users so that a wrong user name takes as long as a wrong password
+	// (htpasswd -B hashes at cost 5, bcrypt.DefaultCost is 10).
+	dummy []byte
+}
+
+// bcryptHash is the form of a bcrypt hash: bcrypt.Cost alone accepts
+// other versions ("$1$05$…") and trailing bytes, which no password matches.
+var bcryptHash = regexp.MustCompile(`^\$2[aby]?\$[0-9]{2}\$[./A-Za-z0-9]{53}$`)
 
 // OpenHtpasswd reads path. A line whose hash is not bcrypt is an error:
 // MD5, SHA-1 and crypt hashes are too weak to accept. onError hears of a
@@ -27,8 +40,8 @@ func OpenHtpasswd(path string, onError func(error)) (*Htpasswd, error) {
 	return &Htpasswd{file: f}, nil
 }
 
-func parseHtpasswd(b []byte) (map[string][]byte, error) {
-	users := map[string][]byte{}
+func parseHtpasswd(b []byte) (*htpasswdUsers, error) {
+	u := &htpasswdUsers{hashes: map[string][]byte{}}
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
@@ -39,26 +52,28 @@ func parseHtpasswd(b []byte) (map[string][]byte, error) {
 		if !ok || user == "" {
 			return nil, fmt.Errorf("line %d: not user:hash", n)
 		}
-		if _, err := bcrypt.Cost([]byte(hash)); err != nil {
+		if _, err := bcrypt.Cost([]byte(hash)); err != nil || !bcryptHash.MatchString(hash) {
 			return nil, fmt.Errorf("line %d: user %s: only bcrypt hashes are accepted (htpasswd -B)", n, user)
 		}
-		users[user] = []byte(hash)
+		// Apache takes the first line of a user, a last-wins map the last:
+		// a user twice is a mistake to show, not to settle silently.
+		if _, ok := u.hashes[user]; ok {
+			return nil, fmt.Errorf("line %d: user %s again", n, user)
+		}
+		u.hashes[user] = []byte(hash)
+		u.dummy = u.hashes[user]
 	}
-	return users, sc.Err()
+	return u, sc.Err()
 }
-
-// dummyHash is compared against for unknown users, so that a wrong user
-// name takes as long as a wrong password.
-var dummyHash = sync.OnceValue(func() []byte {
-	h, _ := bcrypt.GenerateFromPassword([]byte("berth"), bcrypt.DefaultCost)
-	return h
-})
 
 // Verify reports whether password is user's.
 func (h *Htpasswd) Verify(user, password string) bool {
-	hash, ok := h.file.get()[user]
+	u := h.file.get()
+	hash, ok := u.hashes[user]
 	if !ok {
-		bcrypt.CompareHashAndPassword(dummyHash(), []byte(password))
+		if u.dummy != nil {
+			bcrypt.CompareHashAndPassword(u.dummy, []byte(password))
+		}
 		return false
 	}
 	return bcrypt.CompareHashAndPassword(hash, []byte(password)) == nil
@@ -67,7 +82,7 @@ func (h *Htpasswd) Verify(user, password string) bool {
 // Exists reports whether the file still names user; a refresh token of a
 // removed user is refused.
 func (h *Htpasswd) Exists(user string) bool {
-	_, ok := h.file.get()[user]
+	_, ok := h.file.get().hashes[user]
 	return ok
 }
 

@@ -89,6 +89,19 @@ func ParsePolicy(b []byte) (*compiledPolicy, error) {
 	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
 		return nil, err
 	}
+	// The decoder stops after one document: rules in a second one would be
+	// ignored without a word.
+	for {
+		var extra any
+		if err := dec.Decode(&extra); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			return nil, err
+		}
+		if extra != nil {
+			return nil, errors.New("a policy file is one YAML document")
+		}
+	}
 	return f.compile()
 }
 
@@ -169,8 +182,15 @@ func (p *Policy) Allowed(user, name string, act Action) bool {
 }
 
 func (p *compiledPolicy) allowed(user, name string, act Action) bool {
+	// What is not a repository name may match no glob where a name would
+	// (the globs' `.` stops at a newline), and fall to the default: refuse
+	// it here rather than trust every caller to have checked.
+	if oci.ValidateName(name) != nil {
+		return false
+	}
+	match := func(re *regexp.Regexp) bool { return re.MatchString(name) }
 	// What anyone may pull, a user may too.
-	if act == Pull && slices.ContainsFunc(p.anonymous, func(re *regexp.Regexp) bool { return re.MatchString(name) }) {
+	if act == Pull && slices.ContainsFunc(p.anonymous, match) {
 		return true
 	}
 	if user == "" {
@@ -180,7 +200,7 @@ func (p *compiledPolicy) allowed(user, name string, act Action) bool {
 	matched := false
 	for i := range p.rules {
 		r := &p.rules[i]
-		if !r.names(user, groups) || !slices.ContainsFunc(r.repos, func(re *regexp.Regexp) bool { return re.MatchString(name) }) {
+		if !r.names(user, groups) || !slices.ContainsFunc(r.repos, match) {
 			continue
 		}
 		if slices.Contains(r.actions, act) {
@@ -195,14 +215,17 @@ func (p *compiledPolicy) allowed(user, name string, act Action) bool {
 // a rule naming the user grants it under the glob "*", or no rule names
 // the user and the default grants it.
 func (p *Policy) AllowedEverywhere(user string, act Action) bool {
-	c := p.file.get()
+	return p.file.get().allowedEverywhere(user, act)
+}
+
+func (p *compiledPolicy) allowedEverywhere(user string, act Action) bool {
 	if user == "" {
 		return false
 	}
-	groups := c.groups[user]
+	groups := p.groups[user]
 	named := false
-	for i := range c.rules {
-		r := &c.rules[i]
+	for i := range p.rules {
+		r := &p.rules[i]
 		if !r.names(user, groups) {
 			continue
 		}
@@ -211,7 +234,7 @@ func (p *Policy) AllowedEverywhere(user string, act Action) bool {
 		}
 		named = true
 	}
-	return !named && slices.Contains(c.defaults, act)
+	return !named && slices.Contains(p.defaults, act)
 }
 
 func (p *Policy) moveNumbered() Action { return p.file.get().move }

@@ -10,7 +10,7 @@ import (
 // file is looked at (one stat) at most once per recheck, on use, so an
 // edit takes effect within that time without a goroutine or a restart. A
 // change that does not parse keeps the last good value and is reported
-// through onError.
+// through onError, once.
 type watched[T any] struct {
 	path    string
 	parse   func([]byte) (T, error)
@@ -19,8 +19,7 @@ type watched[T any] struct {
 
 	mu      sync.Mutex
 	val     T
-	mod     time.Time
-	size    int64
+	seen    os.FileInfo // the version last read, good or bad; nil if the file was missing
 	checked time.Time
 }
 
@@ -37,11 +36,16 @@ func watch[T any](path string, parse func([]byte) (T, error), onError func(error
 	return w, nil
 }
 
+// load reads and parses the file. The version read is remembered even when
+// it does not parse, so that a broken file is reported once rather than at
+// every recheck until someone fixes it.
 func (w *watched[T]) load() error {
 	fi, err := os.Stat(w.path)
 	if err != nil {
+		w.seen = nil
 		return err
 	}
+	w.seen = fi
 	b, err := os.ReadFile(w.path)
 	if err != nil {
 		return err
@@ -50,23 +54,40 @@ func (w *watched[T]) load() error {
 	if err != nil {
 		return err
 	}
-	w.val, w.mod, w.size = v, fi.ModTime(), fi.Size()
+	w.val = v
 	return nil
 }
 
 // get returns the current value, reading the file again if it changed.
 func (w *watched[T]) get() T {
 	w.mu.Lock()
-	defer w.mu.Unlock()
+	var err error
 	if now := time.Now(); now.Sub(w.checked) >= w.recheck {
 		w.checked = now
-		fi, err := os.Stat(w.path)
-		if err == nil && (!fi.ModTime().Equal(w.mod) || fi.Size() != w.size) {
+		fi, statErr := os.Stat(w.path)
+		if statErr != nil {
+			fi = nil
+		}
+		if changed(fi, w.seen) {
 			err = w.load()
 		}
-		if err != nil && w.onError != nil {
-			w.onError(err)
-		}
 	}
-	return w.val
+	v := w.val
+	w.mu.Unlock()
+	// Outside the lock: onError may log, or even use the value again.
+	if err != nil && w.onError != nil {
+		w.onError(err)
+	}
+	return v
+}
+
+// changed reports whether fi is another version of the file than seen
+// (nil: the file was missing). A file replaced by a rename (an editor's
+// save, a Kubernetes secret, certbot) is another file even if its time
+// and size are those of the old one.
+func changed(fi, seen os.FileInfo) bool {
+	if fi == nil || seen == nil {
+		return (fi == nil) != (seen == nil)
+	}
+	return !os.SameFile(fi, seen) || !fi.ModTime().Equal(seen.ModTime()) || fi.Size() != seen.Size()
 }

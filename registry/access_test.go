@@ -199,3 +199,16 @@ func decode(t *testing.T, b []byte, v any) {
 		t.Fatalf("%v: %s", err, b)
 	}
 }
+
+// TestRateLimit: past its burst a client gets 429 TOOMANYREQUESTS with
+// Retry-After, before its credentials are even checked.
+func TestRateLimit(t *testing.T) {
+	s := newServer(t, withAuth(t, Limits{Rate: 0.01, Burst: 2})) // one request per 100 s after the burst
+	s.as("dev").do("GET", "/v2/", nil).expect(t, http.StatusOK, "")
+	s.as("nobody").do("GET", "/v2/", nil).expect(t, http.StatusUnauthorized, codeUnauthorized)
+	r := s.as("dev").do("GET", "/v2/", nil)
+	r.expect(t, http.StatusTooManyRequests, codeTooManyRequests)
+	if got := r.Header.Get("Retry-After"); got == "" || got == "0" {
+		t.Errorf("Retry-After %q, want a positive number of seconds", got)
+	}
+}
