@@ -64,11 +64,14 @@ func TestAdversarial(t *testing.T) {
 	before := a.snapshot(t)
 	for _, r := range rows {
 		t.Run(r.name, func(t *testing.T) {
+			// Checked however the row ends, a failed one included.
+			t.Cleanup(func() {
+				if after := a.snapshot(t); after != before {
+					t.Fatalf("stored state changed:\nbefore:\n%s\nafter:\n%s", before, after)
+				}
+				a.expectHealthy(t)
+			})
 			r.try(t)
-			if after := a.snapshot(t); after != before {
-				t.Fatalf("stored state changed:\nbefore:\n%s\nafter:\n%s", before, after)
-			}
-			a.expectHealthy(t)
 		})
 	}
 }

@@ -34,6 +34,11 @@ func (a *adversary) tokenRows(t *testing.T) []adversarialRow {
 		}
 	}
 	now := time.Now().Unix()
+	expired := func(t *testing.T) string {
+		return a.reissue(t, func(_ map[string]any, c jwt.MapClaims) {
+			c["exp"], c["nbf"], c["iat"] = now-60, now-600, now-600
+		}, nil, nil)
+	}
 	return []adversarialRow{
 		a.served("control: robot's pull token for apps/x", manifestX, pullX),
 		a.insufficient("apps/x pull token used on apps/w", "GET", "/v2/apps/w/manifests/v1", pullX, "repository:apps/w:pull"),
@@ -61,11 +66,9 @@ func (a *adversary) tokenRows(t *testing.T) []adversarialRow {
 		a.served("control: a token re-signed with the server's key", manifestX, func(t *testing.T) string {
 			return a.reissue(t, func(map[string]any, jwt.MapClaims) {}, nil, nil)
 		}),
-		a.refused("expired token", "GET", manifestX, func(t *testing.T) string {
-			return a.reissue(t, func(_ map[string]any, c jwt.MapClaims) {
-				c["exp"], c["nbf"], c["iat"] = now-60, now-600, now-600
-			}, nil, nil)
-		}, 401, "UNAUTHORIZED", "repository:apps/x:pull"),
+		a.refused("expired token", "GET", manifestX, expired, 401, "UNAUTHORIZED", ""),
+		// A client holding an expired token learns from the challenge which scope to ask for again.
+		a.refused("expired token: the challenge names the scope needed", "GET", manifestX, expired, 401, "UNAUTHORIZED", "repository:apps/x:pull"),
 		a.refused("token not valid for an hour", "GET", manifestX, func(t *testing.T) string {
 			return a.reissue(t, func(_ map[string]any, c jwt.MapClaims) {
 				c["exp"], c["nbf"], c["iat"] = now+7200, now+3600, now+3600
@@ -101,7 +104,8 @@ func (a *adversary) tokenRows(t *testing.T) []adversarialRow {
 }
 
 // reissue takes a real pull token of robot for apps/x, lets edit change its header and claims,
-// and signs it again: with method and key, or (both nil) as the server does, with its own key.
+// and signs it again with method (nil: the token's own) and key (nil: the server's, read from its
+// data directory).
 func (a *adversary) reissue(t *testing.T, edit func(header map[string]any, claims jwt.MapClaims), method jwt.SigningMethod, key any) string {
 	t.Helper()
 	raw := strings.TrimPrefix(a.token(t, "robot", "repository:apps/x:pull"), "Bearer ")
@@ -111,7 +115,10 @@ func (a *adversary) reissue(t *testing.T, edit func(header map[string]any, claim
 		t.Fatalf("the issuer's token is no JWT: %v", err)
 	}
 	if method == nil {
-		method, key = tok.Method, a.serverKey(t)
+		method = tok.Method
+	}
+	if key == nil {
+		key = a.serverKey(t)
 	}
 	claims["jti"] = "reissued-" + base64.RawURLEncoding.EncodeToString(randBytes(t, 8))
 	edit(tok.Header, claims)
