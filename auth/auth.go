@@ -214,10 +214,11 @@ func (a *Authenticator) ListsCatalog(id Identity) bool {
 	return granted(id.Access, "registry", "catalog", "*")
 }
 
-// CatalogShows reports whether the catalog lists the repository name to
-// id: those id may pull. A token of Berth's own issuer names only the
-// repositories of its request, so for it the policy decides.
-func (a *Authenticator) CatalogShows(id Identity, name string) bool {
+// UserMayPull reports whether id's user may pull the repository name: for
+// the catalog, which lists what the caller may pull, and for a mount's
+// source. A token of Berth's own issuer names only the repositories of its
+// request, so for it the policy decides what its user may pull elsewhere.
+func (a *Authenticator) UserMayPull(id Identity, name string) bool {
 	if a.Enabled() && id.Method == "token" && a.tokens.issuing() {
 		id.Access = nil
 	}

@@ -37,7 +37,7 @@ func (reg *Registry) authenticate(r *http.Request) (*http.Request, error) {
 	if err != nil {
 		auth.Audit(reg.log, r, id, "denied", "reason", "invalid credentials", "path", r.URL.Path)
 		e := newError(http.StatusUnauthorized, codeUnauthorized, "invalid credentials")
-		e.header = http.Header{"Www-Authenticate": {reg.auth.Challenge(nil)}}
+		e.header = http.Header{"Www-Authenticate": {reg.auth.Challenge(scopeOf(r))}}
 		return r, e
 	}
 	return r.WithContext(context.WithValue(r.Context(), identityKey{}, id)), nil
@@ -52,6 +52,24 @@ func v2Action(endpoint, method string) auth.Action {
 		return auth.Delete
 	}
 	return auth.Pull
+}
+
+// scopeOf is the access a /v2/ request needs, as a challenge names it.
+func scopeOf(r *http.Request) []auth.Access {
+	rt, ok := parseRoute(r.URL.Path)
+	switch {
+	case !ok || rt.endpoint == epBase:
+		return nil
+	case rt.endpoint == epCatalog:
+		return []auth.Access{{Type: "registry", Name: "catalog", Actions: []string{"*"}}}
+	}
+	act := v2Action(rt.endpoint, r.Method)
+	// A push is pull and push to the clients that ask for a token.
+	actions := []string{string(act)}
+	if act == auth.Push {
+		actions = []string{"pull", "push"}
+	}
+	return []auth.Access{{Type: "repository", Name: rt.name, Actions: actions}}
 }
 
 // authorizeV2 checks that the caller may use a /v2/ endpoint: the base and
@@ -70,20 +88,14 @@ func (reg *Registry) authorizeV2(r *http.Request, rt route) error {
 		return nil
 	case epCatalog:
 		if id.Anonymous() || !reg.auth.ListsCatalog(id) {
-			return reg.refuse(r, id, []auth.Access{{Type: "registry", Name: "catalog", Actions: []string{"*"}}})
+			return reg.refuse(r, id, scopeOf(r))
 		}
 		return nil
 	}
-	act := v2Action(rt.endpoint, r.Method)
-	if reg.auth.Allowed(id, rt.name, act) {
+	if reg.auth.Allowed(id, rt.name, v2Action(rt.endpoint, r.Method)) {
 		return nil
 	}
-	// A push is pull and push to the clients that ask for a token.
-	actions := []string{string(act)}
-	if act == auth.Push {
-		actions = []string{"pull", "push"}
-	}
-	return reg.refuse(r, id, []auth.Access{{Type: "repository", Name: rt.name, Actions: actions}})
+	return reg.refuse(r, id, scopeOf(r))
 }
 
 // authorizeAdmin checks that the caller may use an admin endpoint: reads of

@@ -125,7 +125,7 @@ func (reg *Registry) visibleRepositories(r *http.Request, last string, limit int
 			return nil, err
 		}
 		for _, name := range batch {
-			if reg.auth.CatalogShows(id, name) {
+			if reg.auth.UserMayPull(id, name) {
 				names = append(names, name)
 			}
 		}

@@ -212,6 +212,13 @@ func (reg *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &recorder{ResponseWriter: w}
 	rec.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	// A request with Transfer-Encoding may also have had a Content-Length,
+	// which net/http drops unseen; RFC 9112 (6.1) then asks for the
+	// connection to close, so that a proxy framing by that length cannot
+	// smuggle a second request after it.
+	if len(r.TransferEncoding) > 0 {
+		rec.Header().Set("Connection", "close")
+	}
 
 	r, err := reg.admit(r)
 	if err == nil {

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/berthhq/berth/auth"
 	"io"
 	"net/http"
 	"regexp"
@@ -39,7 +38,7 @@ func (reg *Registry) startUpload(w http.ResponseWriter, r *http.Request, rt rout
 		}
 		// A mount from a repository the caller may not pull would read
 		// it: that falls back to an upload, as an unknown blob does.
-		if from != "" && reg.auth.Allowed(identity(r), from, auth.Pull) {
+		if from != "" && reg.auth.UserMayPull(identity(r), from) {
 			err := reg.db.InTx(ctx, func(tx *metadata.Tx) error {
 				size, err := tx.MountBlob(ctx, rt.name, from, d)
 				if err != nil {
