@@ -256,13 +256,7 @@ func authOras(t *testing.T, a *authServer) {
 	}
 	expectSameBytes(t, "oras manifest fetch", oras.run(t, "manifest", "fetch", "--plain-http", ref), served)
 
-	pulled := t.TempDir()
-	oras.run(t, "pull", "--plain-http", "--no-tty", "-o", pulled, ref)
-	got := map[string][]byte{}
-	for n := range files {
-		got[n] = readFile(t, filepath.Join(pulled, n))
-	}
-	expectFiles(t, "oras pull", got, files)
+	expectOrasPull(t, oras, ref, files)
 }
 
 // expectClientRefused runs a client command that must fail because the registry refused it.

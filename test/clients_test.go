@@ -124,13 +124,7 @@ func TestOras(t *testing.T) {
 	}
 	expectSameBytes(t, "oras manifest fetch", oras.run(t, "manifest", "fetch", "--plain-http", ref), served)
 
-	pulled := t.TempDir()
-	oras.run(t, "pull", "--plain-http", "--no-tty", "-o", pulled, ref)
-	got := map[string][]byte{}
-	for n := range files {
-		got[n] = readFile(t, filepath.Join(pulled, n))
-	}
-	expectFiles(t, "oras pull", got, files)
+	expectOrasPull(t, oras, ref, files)
 
 	sig := mustJSON(t, map[string]string{"signed": pushed.Digest, "by": "berth e2e"})
 	writeFile(t, filepath.Join(work, "sig.json"), sig)
@@ -292,4 +286,16 @@ func expectLines(t testing.TB, what string, out []byte, want ...string) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("%s: printed %q, want %q", what, got, want)
 	}
+}
+
+// expectOrasPull pulls ref with oras and checks that it gets files.
+func expectOrasPull(t *testing.T, oras tool, ref string, files map[string][]byte) {
+	t.Helper()
+	pulled := t.TempDir()
+	oras.run(t, "pull", "--plain-http", "--no-tty", "-o", pulled, ref)
+	got := map[string][]byte{}
+	for n := range files {
+		got[n] = readFile(t, filepath.Join(pulled, n))
+	}
+	expectFiles(t, "oras pull", got, files)
 }
