@@ -3,9 +3,14 @@ package auth
 import (
 	"bufio"
 	"bytes"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 )
@@ -14,7 +19,24 @@ import (
 // when it changes.
 type Htpasswd struct {
 	file *watched[*htpasswdUsers]
+
+	// verified remembers recent successful checks, since bcrypt is meant
+	// to be slow and a client sends its credentials with every request.
+	// The key is an HMAC, under a key of this process, of the user, the
+	// password and the hash it matched: a changed hash misses, and memory
+	// holds nothing faster to guess from than the bcrypt hash itself.
+	// Failures are never remembered, so guessing stays as slow as bcrypt.
+	mu       sync.Mutex
+	macKey   []byte
+	verified map[[sha256.Size]byte]time.Time
 }
+
+const (
+	// verifiedFor is how long a successful check is remembered.
+	verifiedFor = time.Minute
+	// maxVerified bounds the memory of successful checks.
+	maxVerified = 4096
+)
 
 // htpasswdUsers is an htpasswd file read.
 type htpasswdUsers struct {
@@ -37,7 +59,9 @@ func OpenHtpasswd(path string, onError func(error)) (*Htpasswd, error) {
 	if err != nil {
 		return nil, fmt.Errorf("htpasswd: %w", err)
 	}
-	return &Htpasswd{file: f}, nil
+	key := make([]byte, 32)
+	rand.Read(key)
+	return &Htpasswd{file: f, macKey: key, verified: map[[sha256.Size]byte]time.Time{}}, nil
 }
 
 func parseHtpasswd(b []byte) (*htpasswdUsers, error) {
@@ -76,7 +100,30 @@ func (h *Htpasswd) Verify(user, password string) bool {
 		}
 		return false
 	}
-	return bcrypt.CompareHashAndPassword(hash, []byte(password)) == nil
+	mac := hmac.New(sha256.New, h.macKey)
+	for _, part := range []string{user, password, string(hash)} {
+		mac.Write([]byte(part))
+		mac.Write([]byte{0})
+	}
+	var k [sha256.Size]byte
+	mac.Sum(k[:0])
+	now := time.Now()
+	h.mu.Lock()
+	at, ok := h.verified[k]
+	h.mu.Unlock()
+	if ok && now.Sub(at) < verifiedFor {
+		return true
+	}
+	if bcrypt.CompareHashAndPassword(hash, []byte(password)) != nil {
+		return false
+	}
+	h.mu.Lock()
+	if len(h.verified) >= maxVerified {
+		clear(h.verified)
+	}
+	h.verified[k] = now
+	h.mu.Unlock()
+	return true
 }
 
 // Exists reports whether the file still names user; a refresh token of a

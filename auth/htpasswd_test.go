@@ -146,3 +146,26 @@ func TestHashPassword(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkHtpasswdVerify: a client's repeated requests with the same
+// credentials (remembered) against a check that cannot be (a wrong
+// password), at the cost htpasswd -B uses.
+func BenchmarkHtpasswdVerify(b *testing.B) {
+	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), 5)
+	if err != nil {
+		b.Fatal(err)
+	}
+	path := filepath.Join(b.TempDir(), "htpasswd")
+	replaceFile(b, path, "alice:"+string(hash)+"\n")
+	h, err := OpenHtpasswd(path, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct{ name, password string }{{"remembered", "pw"}, {"wrong", "nope"}} {
+		b.Run(c.name, func(b *testing.B) {
+			for b.Loop() {
+				h.Verify("alice", c.password)
+			}
+		})
+	}
+}

@@ -12,7 +12,7 @@ import (
 
 // replaceFile writes content to a new file and renames it over path, the
 // way editors and secret mounts replace files.
-func replaceFile(t *testing.T, path, content string) {
+func replaceFile(t testing.TB, path, content string) {
 	t.Helper()
 	tmp := path + ".new"
 	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
