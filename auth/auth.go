@@ -214,15 +214,27 @@ func (a *Authenticator) ListsCatalog(id Identity) bool {
 	return granted(id.Access, "registry", "catalog", "*")
 }
 
-// UserMayPull reports whether id's user may pull the repository name: for
-// the catalog, which lists what the caller may pull, and for a mount's
-// source. A token of Berth's own issuer names only the repositories of its
-// request, so for it the policy decides what its user may pull elsewhere.
-func (a *Authenticator) UserMayPull(id Identity, name string) bool {
+// UserMay reports whether id's user may do act to the repository name,
+// whatever their token was asked for: for the catalog, which lists what the
+// caller may pull, and for moving a numbered tag, a right clients do not
+// ask a token for. For a token of Berth's own issuer the policy decides for
+// its user; another issuer's token decides by its grants.
+func (a *Authenticator) UserMay(id Identity, name string, act Action) bool {
 	if a.Enabled() && id.Method == "token" && a.tokens.issuing() {
+		if id.Name == "" {
+			id = Identity{} // an anonymous token holder is anonymous
+		}
 		id.Access = nil
 	}
-	return a.Allowed(id, name, Pull)
+	return a.Allowed(id, name, act)
+}
+
+// Asked reports whether id holds a token that was asked about the
+// repository name, granted or refused; a caller with no token has not been
+// asked about anything. A client that did not ask is challenged to, rather
+// than refused.
+func (id Identity) Asked(name string) bool {
+	return slices.ContainsFunc(id.Access, func(e Access) bool { return e.Type == "repository" && e.Name == name })
 }
 
 // granted reports whether access grants act on the resource.
@@ -249,11 +261,14 @@ func (a *Authenticator) Challenge(need []Access) string {
 }
 
 // FormatScope writes access as a token request's scope: each entry as
-// type:name:action,action, entries separated by spaces.
+// type:name:action,action, entries separated by spaces; entries without
+// actions grant nothing and are left out.
 func FormatScope(access []Access) string {
-	parts := make([]string, len(access))
-	for i, e := range access {
-		parts[i] = e.Type + ":" + e.Name + ":" + strings.Join(e.Actions, ",")
+	var parts []string
+	for _, e := range access {
+		if len(e.Actions) > 0 {
+			parts = append(parts, e.Type+":"+e.Name+":"+strings.Join(e.Actions, ","))
+		}
 	}
 	return strings.Join(parts, " ")
 }

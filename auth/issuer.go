@@ -257,8 +257,11 @@ func (a *Authenticator) grant(user string, want []Access) []Access {
 				}
 			}
 		}
-		if len(acts) > 0 {
-			granted = append(granted, Access{Type: e.Type, Name: e.Name, Actions: acts})
+		// A repository asked for and refused stays, with no actions: the
+		// registry tells a token that was asked and refused (fall back, or
+		// 403) from one that was never asked (challenge for it).
+		if len(acts) > 0 || e.Type == "repository" {
+			granted = append(granted, Access{Type: e.Type, Name: e.Name, Actions: append([]string{}, acts...)})
 		}
 	}
 	return granted

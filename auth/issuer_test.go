@@ -208,7 +208,7 @@ func (is *issuer) check(t *testing.T, post bool, body tokenBody, user string, wa
 }
 
 func repo(name string, actions ...string) Access {
-	return Access{Type: "repository", Name: name, Actions: actions}
+	return Access{Type: "repository", Name: name, Actions: append([]string{}, actions...)}
 }
 
 func TestIssuer(t *testing.T) {
@@ -236,15 +236,16 @@ func TestIssuer(t *testing.T) {
 			status: 200, access: []Access{repo("apps/web", "pull", "push")}},
 		{name: "scope escalation", user: "bob", pass: "bob-secret", params: params("scope", "repository:apps/web:pull,push,delete"),
 			status: 200, access: []Access{repo("apps/web", "pull")}},
+		// Refused, and kept with no actions: the token was asked about it.
 		{name: "nothing allowed", user: "bob", pass: "bob-secret", params: params("scope", "repository:secret/db:pull"),
-			status: 200},
+			status: 200, access: []Access{repo("secret/db")}},
 		{name: "every action asked", user: "bob", pass: "bob-secret", params: params("scope", "repository:apps/web:*"),
 			status: 200, access: []Access{repo("apps/web", "pull")}},
 		{name: "several scopes", user: "alice", pass: "alice-secret",
 			params: params("scope", "repository:a/b:pull", "scope", "repository:c:push registry:catalog:*", "scope", "repository:a/b:delete"),
 			status: 200, access: []Access{repo("a/b", "pull", "delete"), repo("c", "push"), catalog}},
 		{name: "anonymous", params: params("scope", "repository:public/site:pull,push repository:apps/web:pull"),
-			status: 200, access: []Access{repo("public/site", "pull")}},
+			status: 200, access: []Access{repo("public/site", "pull"), repo("apps/web")}},
 		{name: "anonymous catalog", params: params("scope", "registry:catalog:*"), status: 200},
 		{name: "catalog", user: "bob", pass: "bob-secret", params: params("scope", "registry:catalog:*"),
 			status: 200, access: []Access{catalog}},

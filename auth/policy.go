@@ -118,8 +118,13 @@ func (f *PolicyFile) compile() (*compiledPolicy, error) {
 		}
 		return nil
 	}
-	if err := check(append(slices.Clone(f.Default), p.move), "default and moveNumberedTag"); err != nil {
+	if err := check(f.Default, "default"); err != nil {
 		return nil, err
+	}
+	// Delete and push again would move a numbered tag for anyone with
+	// delete, so a right beyond delete could not be held to.
+	if p.move != Push && p.move != Delete {
+		return nil, fmt.Errorf("moveNumberedTag: %q is neither push nor delete", p.move)
 	}
 	globs := func(gs []string, where string) ([]*regexp.Regexp, error) {
 		var res []*regexp.Regexp

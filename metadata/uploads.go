@@ -13,6 +13,8 @@ type UploadRecord struct {
 	Size      int64
 	HashState []byte
 	StartedAt time.Time
+	// Client opened the session: a user, or an address.
+	Client string
 }
 
 // ErrTooManyUploads: the client already has as many open upload sessions
@@ -53,9 +55,9 @@ func (tx *Tx) CreateUpload(ctx context.Context, repo, id, client string, max int
 func (db *DB) Upload(ctx context.Context, repo, id string) (*UploadRecord, error) {
 	var u UploadRecord
 	var started int64
-	err := db.queryRow(ctx, `SELECT u.id, r.name, u.size, u.hash_state, u.started_at
+	err := db.queryRow(ctx, `SELECT u.id, r.name, u.size, u.hash_state, u.started_at, u.client
 		FROM uploads u JOIN repositories r ON r.id = u.repository_id WHERE u.id = $1 AND r.name = $2`, id, repo).
-		Scan(&u.ID, &u.Repo, &u.Size, &u.HashState, &started)
+		Scan(&u.ID, &u.Repo, &u.Size, &u.HashState, &started, &u.Client)
 	if err != nil {
 		return nil, noRows(err)
 	}

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -35,7 +36,8 @@ func actor(r *http.Request) string {
 func (reg *Registry) authenticate(r *http.Request) (*http.Request, error) {
 	id, err := reg.auth.Authenticate(r)
 	if err != nil {
-		auth.Audit(reg.log, r, id, "denied", "reason", "invalid credentials", "path", r.URL.Path)
+		user, _, _ := r.BasicAuth()
+		auth.Audit(reg.log, r, id, "denied", "reason", "invalid credentials", "user", user, "path", r.URL.Path)
 		e := newError(http.StatusUnauthorized, codeUnauthorized, "invalid credentials")
 		e.header = http.Header{"Www-Authenticate": {reg.auth.Challenge(scopeOf(r))}}
 		return r, e
@@ -165,8 +167,10 @@ func (reg *Registry) audit(r *http.Request, status int) {
 		switch {
 		case rt.endpoint == epManifest && r.Method == http.MethodPut:
 			event = "push"
-		case r.Method == http.MethodDelete:
+		case (rt.endpoint == epManifest || rt.endpoint == epBlob) && r.Method == http.MethodDelete:
 			event = "delete"
+		case rt.endpoint == epUploads && status == http.StatusCreated && r.URL.Query().Has("mount"):
+			event = "mount"
 		}
 	} else if rt, ok := parseAdminRoute(r.URL.Path); ok {
 		switch rt.endpoint {
@@ -186,8 +190,26 @@ func (reg *Registry) audit(r *http.Request, status int) {
 		}
 	}
 	if event != "" {
-		auth.Audit(reg.log, r, identity(r), event, "method", r.Method, "path", r.URL.Path, "status", status)
+		attrs := []any{"method", r.Method, "path", r.URL.Path, "status", status}
+		if from := r.URL.Query().Get("from"); event == "mount" {
+			attrs = append(attrs, "from", from)
+		}
+		auth.Audit(reg.log, r, identity(r), event, attrs...)
 	}
+}
+
+// idleBody is a request body that must keep sending: before each read the
+// connection's read deadline moves to idle from now, so a body can be as
+// long as it likes but not stall for longer than idle.
+type idleBody struct {
+	io.ReadCloser
+	rc   *http.ResponseController
+	idle time.Duration
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	b.rc.SetReadDeadline(time.Now().Add(b.idle)) // unsupported (HTTP/2 over h2c, a test recorder): no deadline
+	return b.ReadCloser.Read(p)
 }
 
 // tooManyRequests answers a client over a limit.

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"encoding/json"
+	"github.com/berthhq/berth/auth"
 	"math"
 	"net/http"
 	"net/url"
@@ -125,7 +126,7 @@ func (reg *Registry) visibleRepositories(r *http.Request, last string, limit int
 			return nil, err
 		}
 		for _, name := range batch {
-			if reg.auth.UserMayPull(id, name) {
+			if reg.auth.UserMay(id, name, auth.Pull) {
 				names = append(names, name)
 			}
 		}

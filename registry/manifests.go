@@ -129,7 +129,7 @@ func (reg *Registry) putManifest(w http.ResponseWriter, r *http.Request, rt rout
 	// A caller without the right to move numbered tags pushes as if they
 	// were immutable: the check is the database's, in the transaction.
 	moveAction := reg.auth.MoveNumberedTag()
-	mayMove := reg.auth.Allowed(identity(r), rt.name, moveAction)
+	mayMove := reg.auth.UserMay(identity(r), rt.name, moveAction)
 	if !mayMove {
 		rules.ImmutableNumbered = true
 	}
@@ -169,7 +169,7 @@ func (reg *Registry) deleteManifest(w http.ResponseWriter, r *http.Request, rt r
 		return err
 	}
 	ctx := r.Context()
-	c := metadata.Change{Action: metadata.ActionDelete}
+	c := metadata.Change{Actor: actor(r), Action: metadata.ActionDelete}
 	err = reg.db.InTx(ctx, func(tx *metadata.Tx) error {
 		if ref.IsDigest() {
 			return tx.DeleteManifest(ctx, rt.name, ref.Digest, c)

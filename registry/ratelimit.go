@@ -53,6 +53,31 @@ func (l *rateLimiter) allow(client string) (ok bool, retryAfter time.Duration) {
 func (l *rateLimiter) allowAt(client string, now time.Time) (bool, time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	lim := l.limiter(client, now)
+	if lim.AllowN(now, 1) {
+		return true, 0
+	}
+	return false, l.retryAfter(lim, now)
+}
+
+// exhausted reports whether client has no request left now, without using
+// one; retryAfter is as allow's. A nil rateLimiter is never exhausted.
+func (l *rateLimiter) exhausted(client string) (bool, time.Duration) {
+	if l == nil {
+		return false, 0
+	}
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	lim, ok := l.clients[client]
+	if !ok || lim.TokensAt(now) >= 1 {
+		return false, 0
+	}
+	return true, l.retryAfter(lim, now)
+}
+
+// limiter is client's bucket, made on first use.
+func (l *rateLimiter) limiter(client string, now time.Time) *rate.Limiter {
 	lim, ok := l.clients[client]
 	if !ok {
 		if len(l.clients) >= l.sweepAt {
@@ -61,11 +86,12 @@ func (l *rateLimiter) allowAt(client string, now time.Time) (bool, time.Duration
 		lim = rate.NewLimiter(l.rate, l.burst)
 		l.clients[client] = lim
 	}
-	if lim.AllowN(now, 1) {
-		return true, 0
-	}
+	return lim
+}
+
+func (l *rateLimiter) retryAfter(lim *rate.Limiter, now time.Time) time.Duration {
 	wait := (1 - lim.TokensAt(now)) / float64(l.rate) // seconds until a token
-	return false, time.Duration(min(max(math.Ceil(wait), 1), maxRetryAfter.Seconds())) * time.Second
+	return time.Duration(min(max(math.Ceil(wait), 1), maxRetryAfter.Seconds())) * time.Second
 }
 
 // sweep forgets the clients whose bucket is full again: a new limiter

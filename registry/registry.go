@@ -57,6 +57,14 @@ type Limits struct {
 	// Uploads is how many upload sessions a client (a user, or an address
 	// for anonymous clients) may have open at once; 0 is no limit.
 	Uploads int
+	// FailedLogins is how many refused credentials an address may send at
+	// once; past them it may fail once a second, and its requests get 429
+	// until it may. 0 is no limit.
+	FailedLogins int
+	// BodyIdleTimeout cuts off a request whose body sends nothing for this
+	// long, so a trickling upload cannot hold its session's lock forever;
+	// 0 is no limit.
+	BodyIdleTimeout time.Duration
 }
 
 // ValidatePolicyRules reports the first invalid rule.
@@ -89,7 +97,11 @@ type Registry struct {
 	auth          *auth.Authenticator
 	tokens        http.Handler // the built-in token issuer, or nil
 	limiter       *rateLimiter // nil: no rate limit
-	maxUploads    int
+	// failures counts refused credentials per address: past a burst the
+	// address is refused before bcrypt or the issuer spend time on it.
+	failures   *rateLimiter
+	bodyIdle   time.Duration
+	maxUploads int
 }
 
 type routeKey struct{ endpoint, method string }
@@ -102,7 +114,11 @@ func New(o Options) *Registry {
 	}
 	reg := &Registry{store: o.Store, db: o.DB, log: log, redirect: o.RedirectExpiry, restoreWindow: o.RestoreWindow,
 		dispatcher: o.Dispatcher, gc: o.GC, linkDeadline: o.LinkDeadline,
-		auth: o.Auth, limiter: newRateLimiter(o.Limits.Rate, o.Limits.Burst), maxUploads: o.Limits.Uploads}
+		auth: o.Auth, limiter: newRateLimiter(o.Limits.Rate, o.Limits.Burst), maxUploads: o.Limits.Uploads,
+		bodyIdle: o.Limits.BodyIdleTimeout}
+	if reg.auth.Enabled() && o.Limits.FailedLogins > 0 {
+		reg.failures = newRateLimiter(failedLoginRate, o.Limits.FailedLogins)
+	}
 	if reg.auth.Enabled() {
 		reg.tokens = reg.auth.TokenHandler()
 	}
@@ -219,6 +235,9 @@ func (reg *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if len(r.TransferEncoding) > 0 {
 		rec.Header().Set("Connection", "close")
 	}
+	if reg.bodyIdle > 0 && r.Body != nil && r.Body != http.NoBody {
+		r.Body = &idleBody{ReadCloser: r.Body, rc: http.NewResponseController(w), idle: reg.bodyIdle}
+	}
 
 	r, err := reg.admit(r)
 	if err == nil {
@@ -253,7 +272,15 @@ func (reg *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if ae == nil {
 		reg.audit(r, rec.statusCode())
 	}
+	// Credentials given and refused, here or at the token issuer.
+	if rec.statusCode() == http.StatusUnauthorized && (r.Header.Get("Authorization") != "" || reg.isTokenRequest(r)) {
+		reg.failures.allow(auth.ClientAddress(r))
+	}
 }
+
+// failedLoginRate is how often an address that used up Limits.FailedLogins
+// may fail again: enough for a mistyped password, too few to guess one.
+const failedLoginRate = 1
 
 // admit applies the rate limit and reads the caller's credentials into the
 // request's context; the token issuer reads its own.
@@ -262,6 +289,9 @@ func (reg *Registry) admit(r *http.Request) (*http.Request, error) {
 		if ok, wait := reg.limiter.allow(auth.ClientAddress(r)); !ok {
 			return r, tooManyRequests("too many requests from this client: slow down", wait)
 		}
+	}
+	if over, wait := reg.failures.exhausted(auth.ClientAddress(r)); over {
+		return r, tooManyRequests("too many failed logins from this address", wait)
 	}
 	if reg.isTokenRequest(r) {
 		return r, nil

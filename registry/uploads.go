@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/berthhq/berth/auth"
 	"io"
 	"net/http"
 	"regexp"
@@ -36,9 +37,16 @@ func (reg *Registry) startUpload(w http.ResponseWriter, r *http.Request, rt rout
 				return err
 			}
 		}
-		// A mount from a repository the caller may not pull would read
-		// it: that falls back to an upload, as an unknown blob does.
-		if from != "" && reg.auth.UserMayPull(identity(r), from) {
+		// A mount reads from: a token never asked about it is challenged
+		// for it (Docker asks up front; other clients on this 401). One the
+		// caller may not pull falls back to an upload, as an unknown blob.
+		id := identity(r)
+		if from != "" && id.Access != nil && !id.Asked(from) {
+			return reg.refuse(r, id, []auth.Access{
+				{Type: "repository", Name: rt.name, Actions: []string{"pull", "push"}},
+				{Type: "repository", Name: from, Actions: []string{"pull"}}})
+		}
+		if from != "" && reg.auth.Allowed(id, from, auth.Pull) {
 			err := reg.db.InTx(ctx, func(tx *metadata.Tx) error {
 				size, err := tx.MountBlob(ctx, rt.name, from, d)
 				if err != nil {
@@ -117,7 +125,7 @@ func (reg *Registry) linkPlaced(ctx context.Context, tx *metadata.Tx, name strin
 //
 // Spec: "Pushing a blob in chunks", GET /v2/<name>/blobs/uploads/<reference>.
 func (reg *Registry) uploadStatus(w http.ResponseWriter, r *http.Request, rt route) error {
-	return reg.withUpload(r.Context(), rt, func(u *metadata.UploadRecord) error {
+	return reg.withUpload(r, rt, func(u *metadata.UploadRecord) error {
 		uploadProgress(w, http.StatusNoContent, rt.name, u.ID, u.Size)
 		return nil
 	})
@@ -129,7 +137,7 @@ func (reg *Registry) uploadStatus(w http.ResponseWriter, r *http.Request, rt rou
 // Spec: "Pushing a blob in chunks", PATCH /v2/<name>/blobs/uploads/<reference>.
 func (reg *Registry) patchUpload(w http.ResponseWriter, r *http.Request, rt route) error {
 	ctx := r.Context()
-	return reg.withUpload(ctx, rt, func(u *metadata.UploadRecord) error {
+	return reg.withUpload(r, rt, func(u *metadata.UploadRecord) error {
 		up, err := reg.appendChunk(r, rt.name, u)
 		if err != nil {
 			return err
@@ -165,7 +173,7 @@ func (reg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, rt rou
 	if err != nil {
 		return err
 	}
-	return reg.withUpload(ctx, rt, func(u *metadata.UploadRecord) error {
+	return reg.withUpload(r, rt, func(u *metadata.UploadRecord) error {
 		up, err := reg.appendChunk(r, rt.name, u)
 		if err != nil {
 			return err
@@ -211,7 +219,7 @@ func (reg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, rt rou
 // Spec: "Deleting an upload", DELETE /v2/<name>/blobs/uploads/<reference>.
 func (reg *Registry) cancelUpload(w http.ResponseWriter, r *http.Request, rt route) error {
 	ctx := r.Context()
-	return reg.withUpload(ctx, rt, func(u *metadata.UploadRecord) error {
+	return reg.withUpload(r, rt, func(u *metadata.UploadRecord) error {
 		if err := reg.db.InTx(ctx, func(tx *metadata.Tx) error { return tx.DeleteUpload(ctx, u.ID) }); err != nil {
 			return err
 		}
@@ -265,7 +273,8 @@ func (reg *Registry) appendChunk(r *http.Request, name string, u *metadata.Uploa
 // withUpload loads an upload session and runs fn while holding the
 // session's lock, so requests on one upload never interleave their bytes,
 // whichever replica they reach.
-func (reg *Registry) withUpload(ctx context.Context, rt route, fn func(*metadata.UploadRecord) error) error {
+func (reg *Registry) withUpload(r *http.Request, rt route, fn func(*metadata.UploadRecord) error) error {
+	ctx := r.Context()
 	unknown := newError(http.StatusNotFound, codeBlobUploadUnknown, "upload unknown to repository")
 	if !uploadIDRE.MatchString(rt.arg) {
 		return unknown
@@ -281,6 +290,11 @@ func (reg *Registry) withUpload(ctx context.Context, rt route, fn func(*metadata
 	}
 	if err != nil {
 		return err
+	}
+	// A session is its opener's: another user with push here who learns
+	// its id may not write, finish or cancel it.
+	if reg.auth.Enabled() && u.Client != actor(r) {
+		return unknown
 	}
 	return fn(u)
 }

@@ -63,7 +63,7 @@ func TestConfigPrecedence(t *testing.T) {
 		GCLinkDeadline:    time.Minute,
 		Auth: authConfig{Method: "basic", Htpasswd: "/etc/berth/htpasswd", Token: authTokenConfig{
 			Service: "berth", Issuer: "berth", Expiry: 10 * time.Minute}}, // three levels deep
-		Limits: limitsConfig{Rate: 50, Burst: 100, Uploads: 1000, ReadHeaderTimeout: 30 * time.Second,
+		Limits: limitsConfig{Rate: 50, Burst: 100, Uploads: 1000, FailedLogins: 10, BodyIdleTimeout: time.Minute, ReadHeaderTimeout: 30 * time.Second,
 			IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10},
 		Policies: []registry.PolicyRule{{Repositories: "team/*", Policy: registry.Policy{
 			Ordering:  []oci.Ordering{oci.OrderSemver},

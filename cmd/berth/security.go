@@ -38,6 +38,8 @@ type limitsConfig struct {
 	Rate              float64
 	Burst             int
 	Uploads           int
+	FailedLogins      int
+	BodyIdleTimeout   time.Duration
 	ReadHeaderTimeout time.Duration
 	IdleTimeout       time.Duration
 	MaxHeaderBytes    int
@@ -62,6 +64,8 @@ func (c *config) securityFlags(fs *flag.FlagSet) {
 	fs.Float64Var(&l.Rate, "limits.rate", 0, "requests per second one client address may make, over which it gets 429 TOOMANYREQUESTS (0: no limit)")
 	fs.IntVar(&l.Burst, "limits.burst", 100, "requests one client address may make at once above limits.rate")
 	fs.IntVar(&l.Uploads, "limits.uploads", 1000, "upload sessions one client (a user, or an address when anonymous) may have open at once (0: no limit)")
+	fs.IntVar(&l.FailedLogins, "limits.failed-logins", 10, "refused credentials one client address may send at once; past them it may fail once a second and gets 429 until it may (0: no limit)")
+	fs.DurationVar(&l.BodyIdleTimeout, "limits.body-idle-timeout", time.Minute, "how long a request body may send nothing before the request is cut off")
 	fs.DurationVar(&l.ReadHeaderTimeout, "limits.read-header-timeout", 30*time.Second, "how long a client may take to send a request's headers")
 	fs.DurationVar(&l.IdleTimeout, "limits.idle-timeout", 2*time.Minute, "how long an idle keep-alive connection stays open")
 	fs.IntVar(&l.MaxHeaderBytes, "limits.max-header-bytes", 64<<10, "largest request header accepted, in bytes")
@@ -95,8 +99,9 @@ func (c *config) checkSecurity() error {
 		return errors.New("tls.client-ca needs tls.cert")
 	}
 	l := &c.Limits
-	if l.Rate < 0 || l.Burst < 1 || l.Uploads < 0 || l.ReadHeaderTimeout <= 0 || l.IdleTimeout <= 0 || l.MaxHeaderBytes < 4096 {
-		return errors.New("limits: rate and uploads must not be negative, burst must be at least 1, the timeouts positive, max-header-bytes at least 4096")
+	if l.Rate < 0 || l.Burst < 1 || l.Uploads < 0 || l.FailedLogins < 0 || l.BodyIdleTimeout <= 0 || l.ReadHeaderTimeout <= 0 ||
+		l.IdleTimeout <= 0 || l.MaxHeaderBytes < 4096 {
+		return errors.New("limits: rate, uploads and failed-logins must not be negative, burst must be at least 1, the timeouts positive, max-header-bytes at least 4096")
 	}
 	if a.Token.Expiry <= 0 {
 		return errors.New("auth.token.expiry must be positive")
@@ -176,5 +181,6 @@ func newServer(c *config, h http.Handler, log *slog.Logger) (*http.Server, error
 
 // limits is the registry's share of the limits.* options.
 func (c *config) limits() registry.Limits {
-	return registry.Limits{Rate: c.Limits.Rate, Burst: c.Limits.Burst, Uploads: c.Limits.Uploads}
+	return registry.Limits{Rate: c.Limits.Rate, Burst: c.Limits.Burst, Uploads: c.Limits.Uploads,
+		FailedLogins: c.Limits.FailedLogins, BodyIdleTimeout: c.Limits.BodyIdleTimeout}
 }
