@@ -126,10 +126,15 @@ func (h *Htpasswd) Verify(user, password string) bool {
 	return true
 }
 
-// Exists reports whether the file still names user; a refresh token of a
-// removed user is refused.
+// hashOf returns user's hash, if the file still names user.
+func (h *Htpasswd) hashOf(user string) ([]byte, bool) {
+	hash, ok := h.file.get().hashes[user]
+	return hash, ok
+}
+
+// Exists reports whether the file still names user.
 func (h *Htpasswd) Exists(user string) bool {
-	_, ok := h.file.get().hashes[user]
+	_, ok := h.hashOf(user)
 	return ok
 }
 
