@@ -41,9 +41,10 @@ const (
 // htpasswdUsers is an htpasswd file read.
 type htpasswdUsers struct {
 	hashes map[string][]byte
-	// dummy is one of the file's hashes, compared against for unknown
+	// dummy is the file's costliest hash, compared against for unknown
 	// users so that a wrong user name takes as long as a wrong password
-	// (htpasswd -B hashes at cost 5, bcrypt.DefaultCost is 10).
+	// (htpasswd -B hashes at cost 5, bcrypt.DefaultCost is 10): a cheaper
+	// one would tell the costlier users' names apart by their slowness.
 	dummy []byte
 }
 
@@ -66,6 +67,7 @@ func OpenHtpasswd(path string, onError func(error)) (*Htpasswd, error) {
 
 func parseHtpasswd(b []byte) (*htpasswdUsers, error) {
 	u := &htpasswdUsers{hashes: map[string][]byte{}}
+	dummyCost := 0
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
@@ -76,7 +78,8 @@ func parseHtpasswd(b []byte) (*htpasswdUsers, error) {
 		if !ok || user == "" {
 			return nil, fmt.Errorf("line %d: not user:hash", n)
 		}
-		if _, err := bcrypt.Cost([]byte(hash)); err != nil || !bcryptHash.MatchString(hash) {
+		cost, err := bcrypt.Cost([]byte(hash))
+		if err != nil || !bcryptHash.MatchString(hash) {
 			return nil, fmt.Errorf("line %d: user %s: only bcrypt hashes are accepted (htpasswd -B)", n, user)
 		}
 		// Apache takes the first line of a user, a last-wins map the last:
@@ -85,7 +88,9 @@ func parseHtpasswd(b []byte) (*htpasswdUsers, error) {
 			return nil, fmt.Errorf("line %d: user %s again", n, user)
 		}
 		u.hashes[user] = []byte(hash)
-		u.dummy = u.hashes[user]
+		if cost > dummyCost {
+			u.dummy, dummyCost = u.hashes[user], cost
+		}
 	}
 	return u, sc.Err()
 }
@@ -126,10 +131,15 @@ func (h *Htpasswd) Verify(user, password string) bool {
 	return true
 }
 
-// Exists reports whether the file still names user; a refresh token of a
-// removed user is refused.
+// hashOf returns user's hash, if the file still names user.
+func (h *Htpasswd) hashOf(user string) ([]byte, bool) {
+	hash, ok := h.file.get().hashes[user]
+	return hash, ok
+}
+
+// Exists reports whether the file still names user.
 func (h *Htpasswd) Exists(user string) bool {
-	_, ok := h.file.get().hashes[user]
+	_, ok := h.hashOf(user)
 	return ok
 }
 

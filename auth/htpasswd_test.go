@@ -1,6 +1,8 @@
 package auth
 
 import (
+	"bytes"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -62,6 +64,27 @@ func TestHtpasswdVerify(t *testing.T) {
 	}
 	if !h.Exists("bob") || h.Exists("carol") {
 		t.Errorf("Exists(bob), Exists(carol) = %v, %v; want true, false", h.Exists("bob"), h.Exists("carol"))
+	}
+}
+
+// TestHtpasswdDummy checks that an unknown user is compared against the
+// costliest hash, wherever its line, so that no known user's check is
+// slower than an unknown name's.
+func TestHtpasswdDummy(t *testing.T) {
+	var lines []string
+	for i, cost := range []int{4, 6, 5} {
+		hash, err := bcrypt.GenerateFromPassword([]byte("pw"), cost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines = append(lines, fmt.Sprintf("user%d:%s", i, hash))
+	}
+	u, err := parseHtpasswd([]byte(strings.Join(lines, "\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cost, _ := bcrypt.Cost(u.dummy); !bytes.Equal(u.dummy, u.hashes["user1"]) {
+		t.Errorf("the dummy hash has cost %d, want user1's, of cost 6", cost)
 	}
 }
 

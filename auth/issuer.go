@@ -109,6 +109,10 @@ func (a *Authenticator) token(w http.ResponseWriter, r *http.Request) (*tokenRes
 	if err != nil {
 		return nil, err
 	}
+	// A refresh token is bound to the hash read before the password is
+	// checked: if the password changes meanwhile, a login with the old
+	// one gets a token bound to the old hash, refused at its first use.
+	hash, _ := a.htpasswd.hashOf(req.user)
 	user, err := a.login(req)
 	if err != nil {
 		Audit(a.log, r, Identity{Name: user, Method: "basic"}, "login", "result", "denied", "grant", req.grant, "scope", FormatScope(req.scope), "client", req.client)
@@ -130,7 +134,7 @@ func (a *Authenticator) token(w http.ResponseWriter, r *http.Request) (*tokenRes
 	}
 	resp.Token = resp.AccessToken
 	if req.offline && user != "" {
-		if resp.RefreshToken, err = a.tokens.issueRefresh(user, now); err != nil {
+		if resp.RefreshToken, err = a.tokens.issueRefresh(user, hash, now); err != nil {
 			return nil, err
 		}
 	}
@@ -206,12 +210,14 @@ func (a *Authenticator) readTokenRequest(w http.ResponseWriter, r *http.Request)
 func (a *Authenticator) login(req *tokenRequest) (string, error) {
 	switch req.grant {
 	case "refresh_token":
-		user, err := a.tokens.verifyRefresh(req.refresh)
+		user, stamp, err := a.tokens.verifyRefresh(req.refresh)
 		if err != nil {
 			return "", invalidGrant("the refresh token is invalid or expired")
 		}
-		// A user removed from the htpasswd file loses their refresh tokens.
-		if !a.htpasswd.Exists(user) {
+		// A user removed from the htpasswd file, or whose password changed,
+		// loses their refresh tokens; so do tokens without a stamp, which
+		// Berth issued before it stamped them.
+		if hash, ok := a.htpasswd.hashOf(user); !ok || stamp != hashStamp(hash) {
 			return user, invalidGrant("the refresh token is no longer valid")
 		}
 		return user, nil

@@ -318,7 +318,7 @@ func TestIssuer(t *testing.T) {
 				t.Fatalf("refresh token given = %v, want %v", body.RefreshToken != "", c.refresh)
 			}
 			if c.refresh {
-				if got, err := is.tokens.verifyRefresh(body.RefreshToken); err != nil || got != user {
+				if got, _, err := is.tokens.verifyRefresh(body.RefreshToken); err != nil || got != user {
 					t.Errorf("the refresh token is for %q (%v), want %q", got, err, user)
 				}
 			}
@@ -405,6 +405,53 @@ func TestIssuerRefresh(t *testing.T) {
 	if resp.StatusCode != http.StatusUnauthorized || body.Error != "invalid_grant" {
 		t.Errorf("refresh of a removed user: %s %+v", resp.Status, body)
 	}
+}
+
+// TestRefreshAfterPasswordChange checks that a refresh token lasts as
+// long as its user's password: a stolen docker identitytoken must not
+// outlive a password reset.
+func TestRefreshAfterPasswordChange(t *testing.T) {
+	is := newIssuer(t)
+	refresh := func(t *testing.T, token string, want int) {
+		t.Helper()
+		resp, body := is.do(t, true, "", "", params("grant_type", "refresh_token", "refresh_token", token, "scope", "repository:apps/web:pull"))
+		if resp.StatusCode != want || want != http.StatusOK && body.Error != "invalid_grant" {
+			t.Errorf("refresh: %s %s, want %d", resp.Status, body.Error, want)
+		}
+	}
+	_, login := is.do(t, false, "bob", "bob-secret", params("offline_token", "true"))
+	if login.RefreshToken == "" {
+		t.Fatal("no refresh token")
+	}
+	b, err := os.ReadFile(is.htpasswd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, bob, ok := strings.Cut(string(b), "\nbob:")
+	if !ok {
+		t.Fatalf("no bob in the htpasswd file:\n%s", b)
+	}
+
+	// Another user's new password, bob's line kept as it was.
+	is.edit(t, is.htpasswd, htpasswd(t, "alice")+"bob:"+bob)
+	refresh(t, login.RefreshToken, http.StatusOK)
+
+	hash, err := bcrypt.GenerateFromPassword([]byte("a brand new password"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	is.edit(t, is.htpasswd, htpasswd(t, "alice")+"bob:"+string(hash)+"\n")
+	refresh(t, login.RefreshToken, http.StatusUnauthorized)
+
+	_, login = is.do(t, false, "bob", "a brand new password", params("offline_token", "true"))
+	refresh(t, login.RefreshToken, http.StatusOK)
+
+	// A refresh token of a Berth that did not stamp them.
+	unstamped, err := is.tokens.sign("bob", testService+refreshAudience, time.Hour, nil, time.Now(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refresh(t, unstamped, http.StatusUnauthorized)
 }
 
 func TestTokenHandlerOnlyWhenIssuing(t *testing.T) {

@@ -3,6 +3,8 @@ package auth
 import (
 	"crypto"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"slices"
@@ -109,10 +111,11 @@ func (t *Tokens) trusted() []trustedKey {
 }
 
 // claims are a token's claims: the registered ones and, in an access
-// token, the grants.
+// token, the grants; in a refresh token, the stamp of its user's hash.
 type claims struct {
 	jwt.RegisteredClaims
 	Access []Access `json:"access,omitzero"`
+	Pwd    string   `json:"pwd,omitempty"`
 }
 
 // verify checks a bearer token and returns who holds it and what it grants.
@@ -129,16 +132,17 @@ func (t *Tokens) verify(raw string) (Identity, error) {
 	return Identity{Name: c.Subject, Method: "token", Access: access}, nil
 }
 
-// verifyRefresh checks a refresh token and returns its user.
-func (t *Tokens) verifyRefresh(raw string) (string, error) {
+// verifyRefresh checks a refresh token and returns its user and the
+// hashStamp it was issued with ("" in a token without one).
+func (t *Tokens) verifyRefresh(raw string) (user, stamp string, err error) {
 	c, err := t.parse(raw, t.Service+refreshAudience)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	if c.Subject == "" {
-		return "", fmt.Errorf("%w: refresh token without a subject", ErrUnauthenticated)
+		return "", "", fmt.Errorf("%w: refresh token without a subject", ErrUnauthenticated)
 	}
-	return c.Subject, nil
+	return c.Subject, c.Pwd, nil
 }
 
 // parse checks a token's size, signature, issuer, audience and times.
@@ -193,16 +197,26 @@ func (t *Tokens) issue(sub string, access []Access, now time.Time) (string, erro
 	if access == nil {
 		access = []Access{}
 	}
-	return t.sign(sub, t.Service, t.Expiry, access, now)
+	return t.sign(sub, t.Service, t.Expiry, access, now, "")
 }
 
 // issueRefresh signs a refresh token for sub: it grants nothing, and only
-// the issuer accepts it, in exchange for an access token.
-func (t *Tokens) issueRefresh(sub string, now time.Time) (string, error) {
-	return t.sign(sub, t.Service+refreshAudience, t.RefreshExpiry, nil, now)
+// the issuer accepts it, in exchange for an access token, while hash is
+// still sub's htpasswd hash.
+func (t *Tokens) issueRefresh(sub string, hash []byte, now time.Time) (string, error) {
+	return t.sign(sub, t.Service+refreshAudience, t.RefreshExpiry, nil, now, hashStamp(hash))
 }
 
-func (t *Tokens) sign(sub, audience string, life time.Duration, access []Access, now time.Time) (string, error) {
+// hashStamp names a password hash in a refresh token, so that a new
+// password ends the refresh tokens of the old: the first 16 bytes of the
+// SHA-256 of the bcrypt hash, in base64url. It holds nothing to guess a
+// password from: a guess is checked with the hash's salt, which it hides.
+func hashStamp(hash []byte) string {
+	sum := sha256.Sum256(hash)
+	return base64.RawURLEncoding.EncodeToString(sum[:16])
+}
+
+func (t *Tokens) sign(sub, audience string, life time.Duration, access []Access, now time.Time, pwd string) (string, error) {
 	tok := jwt.NewWithClaims(t.method, claims{
 		RegisteredClaims: jwt.RegisteredClaims{
 			Issuer:    t.Issuer,
@@ -214,6 +228,7 @@ func (t *Tokens) sign(sub, audience string, life time.Duration, access []Access,
 			ID:        rand.Text(),
 		},
 		Access: access,
+		Pwd:    pwd,
 	})
 	tok.Header["kid"] = t.kid
 	return tok.SignedString(t.Key)

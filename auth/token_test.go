@@ -186,7 +186,7 @@ func TestVerifyRefusesBadTokens(t *testing.T) {
 	other := ecKey(t, elliptic.P256())
 	rsaOther := rsaKey(t)
 	own := issuing(t, key)
-	refresh, err := own.issueRefresh("alice", time.Now())
+	refresh, err := own.issueRefresh("alice", []byte("a hash"), time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,18 +328,18 @@ func TestIssuedTokens(t *testing.T) {
 			if !reflect.DeepEqual(id, c.want) {
 				t.Errorf("verify = %#v, want %#v", id, c.want)
 			}
-			if _, err := tk.verifyRefresh(raw); err == nil {
+			if _, _, err := tk.verifyRefresh(raw); err == nil {
 				t.Error("an access token passes as a refresh token")
 			}
 		})
 	}
 	t.Run("refresh", func(t *testing.T) {
-		raw, err := tk.issueRefresh("alice", now)
+		raw, err := tk.issueRefresh("alice", []byte("a hash"), now)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if user, err := tk.verifyRefresh(raw); err != nil || user != "alice" {
-			t.Errorf("verifyRefresh = %q, %v", user, err)
+		if user, stamp, err := tk.verifyRefresh(raw); err != nil || user != "alice" || stamp != hashStamp([]byte("a hash")) {
+			t.Errorf("verifyRefresh = %q, %q, %v", user, stamp, err)
 		}
 	})
 	t.Run("header", func(t *testing.T) {
@@ -594,7 +594,7 @@ func FuzzVerifyToken(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	refresh, err := tk.issueRefresh("alice", now)
+	refresh, err := tk.issueRefresh("alice", []byte("a hash"), now)
 	if err != nil {
 		f.Fatal(err)
 	}

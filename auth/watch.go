@@ -1,25 +1,29 @@
 package auth
 
 import (
+	"crypto/sha256"
 	"os"
 	"sync"
 	"time"
 )
 
 // watched is a file parsed into a T and parsed again when it changes. The
-// file is looked at (one stat) at most once per recheck, on use, so an
-// edit takes effect within that time without a goroutine or a restart. A
-// change that does not parse keeps the last good value and is reported
-// through onError, once.
+// file is looked at (one stat and, if that shows no change, one read) at
+// most once per recheck, on use, so an edit takes effect within that time
+// without a goroutine or a restart. A change that does not parse keeps the
+// last good value and is reported through onError, once.
 type watched[T any] struct {
 	path    string
 	parse   func([]byte) (T, error)
 	onError func(error)
 	recheck time.Duration
 
-	mu      sync.Mutex
-	val     T
-	seen    os.FileInfo // the version last read, good or bad; nil if the file was missing
+	mu   sync.Mutex
+	val  T
+	seen os.FileInfo // the version last read, good or bad; nil if the file was missing
+	// sum is the SHA-256 of the bytes last read, good or bad: a hash
+	// rather than the bytes, so that no other copy of a key stays in memory.
+	sum     [sha256.Size]byte
 	checked time.Time
 }
 
@@ -50,6 +54,7 @@ func (w *watched[T]) load() error {
 	if err != nil {
 		return err
 	}
+	w.sum = sha256.Sum256(b)
 	v, err := w.parse(b)
 	if err != nil {
 		return err
@@ -64,13 +69,7 @@ func (w *watched[T]) get() T {
 	var err error
 	if now := time.Now(); now.Sub(w.checked) >= w.recheck {
 		w.checked = now
-		fi, statErr := os.Stat(w.path)
-		if statErr != nil {
-			fi = nil
-		}
-		if changed(fi, w.seen) {
-			err = w.load()
-		}
+		err = w.refresh()
 	}
 	v := w.val
 	w.mu.Unlock()
@@ -79,6 +78,30 @@ func (w *watched[T]) get() T {
 		w.onError(err)
 	}
 	return v
+}
+
+// refresh reads the file again if it changed. An edit in place can keep
+// the file's size and, within one tick of the file system's clock, its
+// time (two quick password changes: bcrypt lines are all of one length),
+// so a file that looks the same is read and its bytes compared: watched
+// files are small. A file that looks the same and cannot be read keeps
+// its value.
+func (w *watched[T]) refresh() error {
+	fi, err := os.Stat(w.path)
+	if err != nil {
+		fi = nil
+	}
+	if changed(fi, w.seen) {
+		return w.load()
+	}
+	if fi == nil {
+		return nil
+	}
+	b, err := os.ReadFile(w.path)
+	if err != nil || sha256.Sum256(b) == w.sum {
+		return nil
+	}
+	return w.load()
 }
 
 // changed reports whether fi is another version of the file than seen

@@ -23,6 +23,30 @@ func replaceFile(t testing.TB, path, content string) {
 	}
 }
 
+// rewriteInPlace writes content over path's bytes and gives it back its
+// modification time: an edit that leaves the file's size, time and inode
+// as they were when content is as long as before.
+func rewriteInPlace(t *testing.T, path, content string) {
+	t.Helper()
+	old, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(path, old.ModTime(), old.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if changed(fi, old) {
+		t.Fatal("the rewrite shows in the file's size, time or inode")
+	}
+}
+
 // errorCount counts the errors a watched file reports.
 type errorCount struct{ n int }
 
@@ -56,10 +80,12 @@ func TestWatched(t *testing.T) {
 			replaceFile(t, path, "33")
 			must(t, os.Chtimes(path, old.ModTime(), old.ModTime()))
 		}, 33, 0},
-		{"broken: the last good value, reported once", func(t *testing.T) { replaceFile(t, path, "x") }, 33, 1},
-		{"mended", func(t *testing.T) { replaceFile(t, path, "4") }, 4, 1},
-		{"removed: the last good value, reported once", func(t *testing.T) { must(t, os.Remove(path)) }, 4, 2},
-		{"back", func(t *testing.T) { replaceFile(t, path, "5") }, 5, 2},
+		{"written in place with the same size and time", func(t *testing.T) { rewriteInPlace(t, path, "44") }, 44, 0},
+		{"broken in place with the same size and time: reported once", func(t *testing.T) { rewriteInPlace(t, path, "4x") }, 44, 1},
+		{"broken: the last good value, reported once", func(t *testing.T) { replaceFile(t, path, "x") }, 44, 2},
+		{"mended", func(t *testing.T) { replaceFile(t, path, "4") }, 4, 2},
+		{"removed: the last good value, reported once", func(t *testing.T) { must(t, os.Remove(path)) }, 4, 3},
+		{"back", func(t *testing.T) { replaceFile(t, path, "5") }, 5, 3},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			c.change(t)
