@@ -137,12 +137,6 @@ func (h *Htpasswd) hashOf(user string) ([]byte, bool) {
 	return hash, ok
 }
 
-// Exists reports whether the file still names user.
-func (h *Htpasswd) Exists(user string) bool {
-	_, ok := h.hashOf(user)
-	return ok
-}
-
 // HashPassword returns an htpasswd line for user.
 func HashPassword(user, password string) (string, error) {
 	if user == "" || strings.ContainsAny(user, ":\n") {
