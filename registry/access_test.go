@@ -28,6 +28,13 @@ rules:
 // withAuth turns on basic authentication for the users root, dev and
 // reader (password "pw-"+name) under accessPolicy.
 func withAuth(t testing.TB, limits Limits) serverOption {
+	return withAuthOf(t, auth.MethodBasic, accessPolicy, limits)
+}
+
+// withAuthOf turns on authentication by method for the users root, dev and
+// reader (password "pw-"+name) under policy; with tokens, Berth issues
+// them at /auth/token for the service "berth".
+func withAuthOf(t testing.TB, method auth.Method, policy string, limits Limits) serverOption {
 	dir := t.TempDir()
 	var lines []string
 	for _, u := range []string{"root", "dev", "reader"} {
@@ -48,11 +55,21 @@ func withAuth(t testing.TB, limits Limits) serverOption {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pol, err := auth.OpenPolicy(write("policy.yaml", accessPolicy), nil)
+	pol, err := auth.OpenPolicy(write("policy.yaml", policy), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := auth.New(auth.Options{Method: auth.MethodBasic, Htpasswd: ht, Policy: pol})
+	o := auth.Options{Method: method, Htpasswd: ht, Policy: pol}
+	if method == auth.MethodToken {
+		key, err := auth.LoadOrCreateKey(filepath.Join(dir, "token.key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o.Token, err = auth.NewTokens(auth.TokenOptions{Realm: "http://berth.test/auth/token", Service: "berth", Issuer: "berth", Key: key}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, err := auth.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
