@@ -237,6 +237,14 @@ func (id Identity) Asked(name string) bool {
 	return slices.ContainsFunc(id.Access, func(e Access) bool { return e.Type == "repository" && e.Name == name })
 }
 
+// Refused reports whether id holds a token whose issuer was asked about the
+// repository name and granted nothing on it.
+func (id Identity) Refused(name string) bool {
+	return id.Asked(name) && !slices.ContainsFunc(id.Access, func(e Access) bool {
+		return e.Type == "repository" && e.Name == name && len(e.Actions) > 0
+	})
+}
+
 // granted reports whether access grants act on the resource.
 func granted(access []Access, typ, name string, act Action) bool {
 	for _, e := range access {

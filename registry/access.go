@@ -137,7 +137,7 @@ func (reg *Registry) refuse(r *http.Request, id auth.Identity, need []auth.Acces
 	if need != nil || !id.Anonymous() {
 		auth.Audit(reg.log, r, id, "denied", "method", r.Method, "path", r.URL.Path, "need", auth.FormatScope(need))
 	}
-	if id.Anonymous() || id.Method == "token" {
+	if id.Anonymous() || id.Method == "token" && !refusedAll(id, need) {
 		e := newError(http.StatusUnauthorized, codeUnauthorized, "authentication required")
 		challenge := reg.auth.Challenge(need)
 		if !id.Anonymous() {
@@ -210,6 +210,17 @@ type idleBody struct {
 func (b *idleBody) Read(p []byte) (int, error) {
 	b.rc.SetReadDeadline(time.Now().Add(b.idle)) // unsupported (HTTP/2 over h2c, a test recorder): no deadline
 	return b.ReadCloser.Read(p)
+}
+
+// refusedAll reports whether the issuer, asked about every repository in
+// need, refused everything on each: asking again would not help.
+func refusedAll(id auth.Identity, need []auth.Access) bool {
+	for _, e := range need {
+		if e.Type != "repository" || !id.Refused(e.Name) {
+			return false
+		}
+	}
+	return len(need) > 0
 }
 
 // tooManyRequests answers a client over a limit.

@@ -56,6 +56,8 @@ func TestTokenMount(t *testing.T) {
 	bearer := s.token(t, "dev", "repository:apps/web:pull,push", "repository:secret/x:pull")
 	mount(string(secret), "secret/x", bearer).expect(t, http.StatusAccepted, "")
 	anon.do("GET", "/v2/apps/web/blobs/"+string(secret), nil, "Authorization", bearer).expect(t, http.StatusNotFound, codeBlobUnknown)
+	// The issuer was asked for secret/x and refused: asking again would not help, so 403.
+	anon.do("GET", "/v2/secret/x/blobs/"+string(secret), nil, "Authorization", bearer).expect(t, http.StatusForbidden, codeDenied)
 }
 
 // TestTokenMovesNumberedTag: moving a numbered tag needs the user's right

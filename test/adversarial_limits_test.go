@@ -63,3 +63,33 @@ func clientFrom(t testing.TB, ip string) *http.Client {
 	t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr, Timeout: time.Minute}
 }
+
+// TestAdversarialFailedLogins: an address that keeps sending wrong passwords is refused with
+// 429 once it has used up --limits.failed-logins, even with the right password then, so that
+// guessing runs at one try a second; another address is served meanwhile.
+func TestAdversarialFailedLogins(t *testing.T) {
+	t.Parallel()
+	a := startAuthBerth(t, authOptions{Method: "basic", Users: []string{"robot"}, Flags: []string{"--limits.failed-logins", "5"}})
+	guesser, other := clientFrom(t, "127.0.0.1"), clientFrom(t, "127.0.0.2")
+	get := func(c *http.Client, password string) (*http.Response, []byte) {
+		t.Helper()
+		resp, body, err := doRequest(c, http.MethodGet, a.URL+"/v2/", nil, header(basicAuth("robot", password)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp, body
+	}
+	for range 5 {
+		resp, body := get(guesser, "guess")
+		expectOCIError(t, resp, body, http.StatusUnauthorized, "UNAUTHORIZED")
+	}
+	resp, body := get(guesser, "guess")
+	expectOCIError(t, resp, body, http.StatusTooManyRequests, "TOOMANYREQUESTS")
+	if resp.Header.Get("Retry-After") == "" {
+		t.Error("429 without Retry-After")
+	}
+	resp, body = get(guesser, a.passwords["robot"])
+	expectOCIError(t, resp, body, http.StatusTooManyRequests, "TOOMANYREQUESTS")
+	resp, body = get(other, a.passwords["robot"])
+	expectStatus(t, resp, body, http.StatusOK)
+}

@@ -42,7 +42,8 @@ func TestAdversarial(t *testing.T) {
 	t.Parallel()
 	a := &adversary{
 		authServer: startAuthBerth(t, authOptions{Method: "token", Users: []string{"alice", "robot"}, Policy: adversarialPolicy,
-			Flags: []string{"--limits.uploads", "50", "--limits.read-header-timeout", "1s"}}),
+			Flags: []string{"--limits.uploads", "50", "--limits.read-header-timeout", "1s",
+				"--limits.failed-logins", "0"}}), // its rows refuse many credentials on purpose; TestAdversarialFailedLogins has that limit
 		images:  map[string]*testImage{},
 		watched: map[string][]string{},
 	}
