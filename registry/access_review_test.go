@@ -95,7 +95,9 @@ func TestDeleteRecordsItsActor(t *testing.T) {
 	root.do("DELETE", "/v2/apps/web/manifests/latest", nil).expect(t, http.StatusAccepted, "")
 	r := root.do("GET", "/v2/apps/web/_oci/tag-history/latest", nil)
 	r.expect(t, http.StatusOK, "")
-	var idx struct{ Manifests []struct{ Annotations map[string]string } }
+	var idx struct {
+		Manifests []struct{ Annotations map[string]string }
+	}
 	decode(t, r.body, &idx)
 	found := false
 	for _, m := range idx.Manifests {
