@@ -137,7 +137,9 @@ func (reg *Registry) refuse(r *http.Request, id auth.Identity, need []auth.Acces
 	if need != nil || !id.Anonymous() {
 		auth.Audit(reg.log, r, id, "denied", "method", r.Method, "path", r.URL.Path, "need", auth.FormatScope(need))
 	}
-	if id.Anonymous() || id.Method == "token" && !refusedAll(id, need) {
+	// An anonymous token holder is challenged, to log in; a user's token
+	// refused on everything it needs is denied.
+	if id.Anonymous() || id.Method == "token" && (id.Name == "" || !refusedAll(id, need)) {
 		e := newError(http.StatusUnauthorized, codeUnauthorized, "authentication required")
 		challenge := reg.auth.Challenge(need)
 		if !id.Anonymous() {

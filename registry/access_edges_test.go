@@ -58,6 +58,9 @@ func TestTokenMount(t *testing.T) {
 	anon.do("GET", "/v2/apps/web/blobs/"+string(secret), nil, "Authorization", bearer).expect(t, http.StatusNotFound, codeBlobUnknown)
 	// The issuer was asked for secret/x and refused: asking again would not help, so 403.
 	anon.do("GET", "/v2/secret/x/blobs/"+string(secret), nil, "Authorization", bearer).expect(t, http.StatusForbidden, codeDenied)
+	// An anonymous token refused the same is challenged instead: logging in may help.
+	anon.do("GET", "/v2/secret/x/blobs/"+string(secret), nil, "Authorization", s.token(t, "", "repository:secret/x:pull")).
+		expect(t, http.StatusUnauthorized, codeUnauthorized)
 }
 
 // TestTokenMovesNumberedTag: moving a numbered tag needs the user's right
