@@ -111,7 +111,7 @@ func (reg *Registry) authorizeAdmin(r *http.Request, rt adminRoute) error {
 	id := identity(r)
 	read := r.Method == http.MethodGet || r.Method == http.MethodHead
 	switch rt.endpoint {
-	case adRepository, adTags, adTag, adTagHistory, adRestore, adHistory, adVersions, adRollback, adRetention:
+	case adRepository, adTags, adTag, adTagHistory, adRestore, adHistory, adVersions, adRollback, adRetention, adRepoStats:
 		act := auth.Admin
 		if read {
 			act = auth.Pull

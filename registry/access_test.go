@@ -113,6 +113,8 @@ func TestAccess(t *testing.T) {
 		{"rollback", "dev", "POST", "/admin/v1/repositories/apps/web/rollback", 403, codeDenied},
 		{"admin read without pull", "reader", "GET", "/admin/v1/repositories/secret/x/tags", 403, codeDenied},
 		{"webhooks", "reader", "GET", "/admin/v1/webhooks", 403, codeDenied},
+		{"registry-wide stats", "reader", "GET", "/admin/v1/stats", 403, codeDenied},
+		{"repository stats without pull", "dev", "GET", "/admin/v1/repositories/secret/x/stats", 403, codeDenied},
 	}
 	before := s.snapshot()
 	for _, c := range refused {
@@ -137,6 +139,8 @@ func TestAccess(t *testing.T) {
 		{"base", "reader", "GET", "/v2/"},
 		{"admin read with pull", "reader", "GET", "/admin/v1/repositories/apps/web/tags"},
 		{"registry-wide admin", "root", "GET", "/admin/v1/gc"},
+		{"registry-wide stats", "root", "GET", "/admin/v1/stats"},
+		{"repository stats with pull", "reader", "GET", "/admin/v1/repositories/apps/web/stats"},
 		{"the API's description", "", "GET", "/admin/v1/openapi.yaml"},
 	}
 	for _, c := range allowed {

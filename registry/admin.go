@@ -39,6 +39,8 @@ const (
 	adRetention    = "retention"
 	adOpenAPI      = "openapi"
 	adGC           = "gc"
+	adStats        = "stats"
+	adRepoStats    = "repository-stats"
 )
 
 // adminRoute is a parsed /admin/v1/ path.
@@ -66,6 +68,8 @@ func parseAdminRoute(path string) (adminRoute, bool) {
 		return adminRoute{endpoint: adOpenAPI}, true
 	case "gc":
 		return adminRoute{endpoint: adGC}, true
+	case "stats":
+		return adminRoute{endpoint: adStats}, true
 	case "webhooks":
 		return parseWebhookRoute("")
 	}
@@ -87,6 +91,8 @@ func parseAdminRoute(path string) (adminRoute, bool) {
 		return adminRoute{adTag, name(2), seg[n-1]}, true
 	case n >= 2 && slices.Contains([]string{adTags, adHistory, adVersions, adRollback, adPolicy, adRetention}, seg[n-1]):
 		return adminRoute{seg[n-1], name(1), ""}, true
+	case n >= 2 && seg[n-1] == "stats":
+		return adminRoute{adRepoStats, name(1), ""}, true
 	}
 	return adminRoute{adRepository, rest, ""}, true
 }
@@ -114,6 +120,8 @@ func (reg *Registry) newAdminRoutes() map[routeKey]adminHandler {
 		{adOpenAPI, http.MethodGet}:      serveOpenAPI,
 		{adGC, http.MethodGet}:           reg.collect,
 		{adGC, http.MethodPost}:          reg.collect,
+		{adStats, http.MethodGet}:        reg.stats,
+		{adRepoStats, http.MethodGet}:    reg.repositoryStats,
 		{adWebhooks, http.MethodGet}:     reg.listWebhooks,
 		{adWebhooks, http.MethodPost}:    reg.putWebhook,
 		{adWebhook, http.MethodGet}:      reg.getWebhook,
@@ -148,7 +156,7 @@ func (reg *Registry) admin(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	switch rt.endpoint {
-	case adRepositories, adPolicies, adOpenAPI, adGC:
+	case adRepositories, adPolicies, adOpenAPI, adGC, adStats:
 	case adWebhooks, adWebhook, adEnable, adDeliveries, adDelivery, adRedeliver, adPing:
 		return h(w, r, rt) // webhook names and delivery ids are checked by their handlers
 	case adPolicy:

@@ -49,6 +49,8 @@ var contractRoutes = []string{
 	"GET /webhooks/{webhook}/deliveries/{id}",
 	"POST /webhooks/{webhook}/deliveries/{id}/redeliver",
 	"POST /webhooks/{webhook}/ping",
+	"GET /stats",
+	"GET /repositories/{name}/stats",
 }
 
 // contractStatus is each error code's status in the contract.
