@@ -150,6 +150,7 @@ func serve(args []string) error {
 	}
 	metrics := prometheus.NewRegistry()
 	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics.MustRegister(registry.NewStatsCollector(db))
 	if c.DebugAddr != "" {
 		stopDebug, err := serveDebug(c.DebugAddr, metrics, log)
 		if err != nil {
