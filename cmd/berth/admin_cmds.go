@@ -43,6 +43,7 @@ var adminCommands = []adminCommand{
 	{"policy list", "", "list every rule", policyList},
 	{"retention", "REPO [--dry-run]", "delete the numbered tags no retention rule keeps", retentionCmd},
 	{"gc", "[--dry-run] [--list]", "collect garbage now, or list what a run would delete", gcCmd},
+	{"stats", "[REPO]", "storage figures: bytes stored, bytes referenced, what deduplication saves", statsCmd},
 	{"webhooks list", "", "list the webhooks and whether they deliver", webhooksList},
 	{"webhooks show", "NAME", "a webhook: its receiver, format, filters and state", webhooksShow},
 	{"webhooks add", "NAME --target URL --format F [FLAGS]", "add a webhook: receiver, format, secret, filters", webhooksAdd},
@@ -783,4 +784,67 @@ func renderGC(w io.Writer, r gcAnswer, list bool) error {
 		return nil
 	}
 	return table(w, []string{"KIND", "REPOSITORY", "DIGEST", "SIZE"}, rows)
+}
+
+// storageStats is what GET /admin/v1/stats returns.
+type storageStats struct {
+	Blobs         int64   `json:"blobs"`
+	PhysicalBytes int64   `json:"physicalBytes"`
+	LogicalBytes  int64   `json:"logicalBytes"`
+	DedupRatio    float64 `json:"dedupRatio"`
+	Repositories  int64   `json:"repositories"`
+	Manifests     int64   `json:"manifests"`
+}
+
+// repositoryStats is what GET /admin/v1/repositories/<name>/stats returns.
+type repositoryStats struct {
+	Repository   string `json:"repository"`
+	Blobs        int64  `json:"blobs"`
+	LogicalBytes int64  `json:"logicalBytes"`
+	SharedBytes  int64  `json:"sharedBytes"`
+	Manifests    int64  `json:"manifests"`
+}
+
+func statsCmd(c *cmd, args []string) error {
+	repo, err := c.optional(args, checkName)
+	if err != nil {
+		return err
+	}
+	if repo != "" {
+		var s repositoryStats
+		if err := c.call(http.MethodGet, repoPath(repo)+"/stats", nil, &s); err != nil || c.json {
+			return err
+		}
+		return renderRepositoryStats(c.out, s)
+	}
+	var s storageStats
+	if err := c.call(http.MethodGet, "stats", nil, &s); err != nil || c.json {
+		return err
+	}
+	return renderStats(c.out, s)
+}
+
+// bytesOf prints a byte count in binary units, and exactly.
+func bytesOf(n int64) string { return fmt.Sprintf("%s (%d bytes)", size(n), n) }
+
+func renderStats(w io.Writer, s storageStats) error {
+	return table(w, []string{"REGISTRY", ""}, [][]string{
+		{"STORED (PHYSICAL)", bytesOf(s.PhysicalBytes)},
+		{"REFERENCED (LOGICAL)", bytesOf(s.LogicalBytes)},
+		{"SAVED BY DEDUP", bytesOf(max(0, s.LogicalBytes-s.PhysicalBytes))}, // less: unlinked blobs await collection
+		{"DEDUP RATIO", fmt.Sprintf("%.2fx", s.DedupRatio)},
+		{"BLOBS", strconv.FormatInt(s.Blobs, 10)},
+		{"MANIFESTS", strconv.FormatInt(s.Manifests, 10)},
+		{"REPOSITORIES", strconv.FormatInt(s.Repositories, 10)},
+	})
+}
+
+func renderRepositoryStats(w io.Writer, s repositoryStats) error {
+	return table(w, []string{"REPOSITORY", s.Repository}, [][]string{
+		{"REFERENCED (LOGICAL)", bytesOf(s.LogicalBytes)},
+		{"SHARED WITH OTHERS", bytesOf(s.SharedBytes)},
+		{"ONLY HERE", bytesOf(s.LogicalBytes - s.SharedBytes)},
+		{"BLOBS", strconv.FormatInt(s.Blobs, 10)},
+		{"MANIFESTS", strconv.FormatInt(s.Manifests, 10)},
+	})
 }

@@ -228,6 +228,8 @@ func TestRequests(t *testing.T) {
 		{[]string{"policy", "list"}, request{Method: "GET", Path: "/admin/v1/policies"}},
 		{[]string{"retention", "app", "--dry-run"}, request{Method: "GET", Path: "/admin/v1/repositories/app/retention"}},
 		{[]string{"retention", "app"}, request{Method: "POST", Path: "/admin/v1/repositories/app/retention"}},
+		{[]string{"stats"}, request{Method: "GET", Path: "/admin/v1/stats"}},
+		{[]string{"stats", "team/app", "--json"}, request{Method: "GET", Path: "/admin/v1/repositories/team/app/stats"}},
 	})
 }
 
@@ -266,6 +268,8 @@ func TestUsageErrors(t *testing.T) {
 		{"policy", "set", "app", "--immutable-numbered", "maybe"},
 		{"repos", "app"},
 		{"versions", "app", "--limit", "-1"},
+		{"stats", "App"},
+		{"stats", "a", "b"},
 	} {
 		if _, err := runCLI(t, srv.URL, args...); !isUsage(err) {
 			t.Errorf("%q: %v, want a usage error", args, err)
@@ -454,6 +458,24 @@ KIND      REPOSITORY  DIGEST                                                    
 manifest  app         ` + digestA + `  512
 link      app         ` + digestB + `  2097152
 blob      -           ` + digestB + `  2097152
+`},
+		{"stats", `{"blobs":4,"physicalBytes":1048576,"logicalBytes":1703936,"dedupRatio":1.625,"repositories":2,"manifests":3}`,
+			decoded(renderStats), `REGISTRY
+STORED (PHYSICAL)     1.0 MiB (1048576 bytes)
+REFERENCED (LOGICAL)  1.6 MiB (1703936 bytes)
+SAVED BY DEDUP        640.0 KiB (655360 bytes)
+DEDUP RATIO           1.62x
+BLOBS                 4
+MANIFESTS             3
+REPOSITORIES          2
+`},
+		{"repository stats", `{"repository":"team/app","blobs":3,"logicalBytes":1536,"sharedBytes":1024,"manifests":1}`,
+			decoded(renderRepositoryStats), `REPOSITORY            team/app
+REFERENCED (LOGICAL)  1.5 KiB (1536 bytes)
+SHARED WITH OTHERS    1.0 KiB (1024 bytes)
+ONLY HERE             512 B (512 bytes)
+BLOBS                 3
+MANIFESTS             1
 `},
 	})
 }

@@ -109,9 +109,22 @@ func (c *cmd) one(args []string, check func(string) error) (string, error) {
 	return pos[0], check(pos[0])
 }
 
+// optional parses a command of at most one argument, which check must
+// accept when it is there; "" when it is not.
+func (c *cmd) optional(args []string, check func(string) error) (string, error) {
+	pos, err := c.parseBetween(args, 0, 1)
+	if err != nil || len(pos) == 0 {
+		return "", err
+	}
+	return pos[0], check(pos[0])
+}
+
 // parse reads the flags wherever they stand among the arguments, so that
 // `berth rollback app --to 41` works, and returns exactly n positional ones.
-func (c *cmd) parse(args []string, n int) ([]string, error) {
+func (c *cmd) parse(args []string, n int) ([]string, error) { return c.parseBetween(args, n, n) }
+
+// parseBetween is parse for commands of lo to hi positional arguments.
+func (c *cmd) parseBetween(args []string, lo, hi int) ([]string, error) {
 	var pos []string
 	for {
 		if err := c.fs.Parse(args); err != nil {
@@ -130,7 +143,7 @@ func (c *cmd) parse(args []string, n int) ([]string, error) {
 		}
 		pos, args = append(pos, rest[0]), rest[1:]
 	}
-	if len(pos) != n {
+	if len(pos) < lo || len(pos) > hi {
 		return nil, usagef("usage: berth %s [flags] (berth %s --help lists them)", strings.TrimSpace(c.name+" "+c.args), c.name)
 	}
 	if !c.set("user") {
