@@ -63,25 +63,6 @@ func (db *DB) StorageStats(ctx context.Context) (StorageStats, error) {
 	return s, err
 }
 
-// RepositoryStatsPage returns the figures of up to n repositories with
-// names after last, in name order.
-func (db *DB) RepositoryStatsPage(ctx context.Context, last string, n int) ([]RepositoryStats, error) {
-	rows, err := db.query(ctx, repositoryStatsFrom+`WHERE name > $1 ORDER BY name LIMIT $2`+repositoryStatsGroup, last, n)
-	if err != nil {
-		return nil, err
-	}
-	out := []RepositoryStats{}
-	err = scanRows(rows, func() error {
-		var s RepositoryStats
-		if err := scanRepositoryStats(rows, &s); err != nil {
-			return err
-		}
-		out = append(out, s)
-		return nil
-	})
-	return out, err
-}
-
 // RepositoryStatsOf returns the figures of the named repository, or
 // ErrNotFound.
 func (db *DB) RepositoryStatsOf(ctx context.Context, name string) (RepositoryStats, error) {
@@ -94,9 +75,9 @@ func scanRepositoryStats(r row, s *RepositoryStats) error {
 	return r.Scan(&s.Name, &s.Blobs, &s.LogicalBytes, &s.SharedBytes, &s.Manifests)
 }
 
-// The figures of the repositories that the WHERE, ORDER and LIMIT between
-// repositoryStatsFrom and repositoryStatsGroup pick, in name order: the
-// page is chosen first, by the names' index, and only its links are read.
+// The figures of the repositories that the WHERE between
+// repositoryStatsFrom and repositoryStatsGroup picks: they are chosen
+// first, by the names' index, and only their links are read.
 const (
 	repositoryStatsFrom = `SELECT p.name, count(b.digest), COALESCE(sum(b.size), 0),
 		COALESCE(sum(CASE WHEN EXISTS (SELECT 1 FROM repository_blobs o

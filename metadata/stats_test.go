@@ -3,7 +3,6 @@ package metadata_test
 import (
 	"context"
 	"errors"
-	"slices"
 	"strings"
 	"testing"
 
@@ -50,22 +49,6 @@ func testStorageStats(t *testing.T, be backend) {
 	a := metadata.RepositoryStats{Name: "a", Blobs: 2, LogicalBytes: 150, SharedBytes: 100, Manifests: 1}
 	b := metadata.RepositoryStats{Name: "b", Blobs: 2, LogicalBytes: 110, SharedBytes: 100, Manifests: 1}
 	e := metadata.RepositoryStats{Name: "e"}
-	pages := []struct {
-		last string
-		n    int
-		want []metadata.RepositoryStats
-	}{
-		{"", 100, []metadata.RepositoryStats{a, b, e}},
-		{"", 2, []metadata.RepositoryStats{a, b}},
-		{"b", 2, []metadata.RepositoryStats{e}},
-		{"e", 2, []metadata.RepositoryStats{}},
-	}
-	for _, p := range pages {
-		got, err := db.RepositoryStatsPage(ctx, p.last, p.n)
-		if err != nil || !slices.Equal(got, p.want) {
-			t.Errorf("RepositoryStatsPage(%q, %d) = %+v, %v; want %+v", p.last, p.n, got, err, p.want)
-		}
-	}
 	for _, want := range []metadata.RepositoryStats{a, b, e} {
 		if got, err := db.RepositoryStatsOf(ctx, want.Name); err != nil || got != want {
 			t.Errorf("RepositoryStatsOf(%s) = %+v, %v; want %+v", want.Name, got, err, want)
