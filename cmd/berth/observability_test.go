@@ -13,6 +13,7 @@ import (
 
 	"github.com/berthhq/berth/gc"
 	"github.com/berthhq/berth/notify"
+	"github.com/berthhq/berth/registry"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/common/model"
@@ -84,6 +85,7 @@ var metricOwners = []struct {
 }{
 	{"berth_gc_", func(r prometheus.Registerer) { gc.New(gc.Options{Metrics: r}) }},
 	{"berth_webhook_", func(r prometheus.Registerer) { notify.New(notify.Options{Metrics: r}) }},
+	{"berth_storage_", func(r prometheus.Registerer) { r.MustRegister(registry.NewStatsCollector(nil)) }},
 }
 
 // scrapeLabels are the labels Prometheus adds to every scraped series.
