@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/prometheus/client_golang/prometheus"
 	_ "modernc.org/sqlite" // the embedded database
 )
 
@@ -60,6 +61,9 @@ type Options struct {
 	Now func() time.Time
 	// Route picks the webhooks that want an event; nil writes no events.
 	Route Router
+	// Metrics registers the database's Prometheus metrics (query times,
+	// connection pools); nil registers none.
+	Metrics prometheus.Registerer
 }
 
 // DB is the metadata store.
@@ -80,6 +84,8 @@ type DB struct {
 	listenOnce  sync.Once                   // starts it, on the first OutboxWritten
 	stopListen  func()                      // stops it
 	hooks       atomic.Pointer[webhookList] // the enabled webhooks, for blob events
+	pools       []*sql.DB                   // every pool, for their statistics
+	metrics     *metrics
 }
 
 // dialect is what differs between the two databases: the migrations, and
@@ -134,6 +140,7 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 	db.route = o.Route
 	db.outbox = make(chan struct{}, 1)
 	db.now = o.Now
+	db.metrics = newMetrics()
 	if db.now == nil {
 		db.now = time.Now
 	}
@@ -147,6 +154,10 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 	if err != nil {
 		db.Close()
 		return nil, err
+	}
+	// Registered last, so that a failed Open leaves nothing registered.
+	if o.Metrics != nil {
+		o.Metrics.MustRegister(db.metrics.duration, poolStats{db.pools})
 	}
 	return db, nil
 }
@@ -173,7 +184,8 @@ func openSQLite(path string) (*DB, error) {
 	}
 	read.SetMaxOpenConns(max(4, 2*runtime.GOMAXPROCS(0)))
 	read.SetMaxIdleConns(max(4, 2*runtime.GOMAXPROCS(0)))
-	return &DB{dialect: sqlite, read: read, write: write, uploads: &localLocks{}, sqlitePath: path}, nil
+	return &DB{dialect: sqlite, read: read, write: write, uploads: &localLocks{}, sqlitePath: path,
+		pools: []*sql.DB{read, write}}, nil
 }
 
 func openPostgres(o Options) (*DB, error) {
@@ -197,7 +209,8 @@ func openPostgres(o Options) (*DB, error) {
 	locks.SetMaxOpenConns(n)
 	locks.SetMaxIdleConns(min(n, 8))
 	locks.SetConnMaxIdleTime(5 * time.Minute)
-	return &DB{dialect: postgres, read: pool, write: pool, uploads: &pgLocks{pool: locks}, pgConfig: cfg}, nil
+	return &DB{dialect: postgres, read: pool, write: pool, uploads: &pgLocks{pool: locks}, pgConfig: cfg,
+		pools: []*sql.DB{pool, locks}}, nil
 }
 
 // Close closes the database.
@@ -213,8 +226,11 @@ func (db *DB) Close() error {
 	return errors.Join(errs...)
 }
 
-// Ping checks that the database answers.
-func (db *DB) Ping(ctx context.Context) error { return db.read.PingContext(ctx) }
+// Ping checks that the database answers a query of its schema.
+func (db *DB) Ping(ctx context.Context) error {
+	var version sql.NullInt64
+	return db.queryRow(ctx, `SELECT max(version) FROM schema_migrations`).Scan(&version)
+}
 
 // migrationLock is the PostgreSQL advisory lock that replicas starting at
 // once take around their migrations, so exactly one applies each.
@@ -326,6 +342,7 @@ const maxAttempts = 10
 // a few times: fn may run more than once and must only record facts
 // through tx, keeping nothing from a failed attempt.
 func (db *DB) InTx(ctx context.Context, fn func(*Tx) error) error {
+	defer db.metrics.observe(opTx, time.Now())
 	for attempt := 1; ; attempt++ {
 		err := db.tryTx(ctx, fn)
 		if err == nil || attempt == maxAttempts || !db.retryable(err) || ctx.Err() != nil {

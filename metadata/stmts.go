@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"sync"
+	"time"
 )
 
 // stmts prepares each query once per pool and keeps it: parsing and planning
@@ -49,14 +50,29 @@ type errRow struct{ err error }
 func (r errRow) Scan(...any) error { return r.err }
 
 func (db *DB) queryRow(ctx context.Context, query string, args ...any) row {
+	start := time.Now()
 	st, err := db.reads.get(ctx, query)
 	if err != nil {
 		return errRow{err}
 	}
-	return st.QueryRowContext(ctx, args...)
+	return timedRow{st.QueryRowContext(ctx, args...), db.metrics, start}
+}
+
+// timedRow observes the time of its query when it is scanned, which is
+// when the row is read.
+type timedRow struct {
+	row   *sql.Row
+	m     *metrics
+	start time.Time
+}
+
+func (r timedRow) Scan(dest ...any) error {
+	defer r.m.observe(opQuery, r.start)
+	return r.row.Scan(dest...)
 }
 
 func (db *DB) query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	defer db.metrics.observe(opQuery, time.Now())
 	st, err := db.reads.get(ctx, query)
 	if err != nil {
 		return nil, err

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/berthhq/berth/auth"
@@ -13,6 +14,7 @@ import (
 	"github.com/berthhq/berth/notify"
 	"github.com/berthhq/berth/oci"
 	"github.com/berthhq/berth/storage"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Options configure a Registry.
@@ -46,6 +48,9 @@ type Options struct {
 	Auth *auth.Authenticator
 	// Limits bound what one client may ask for.
 	Limits Limits
+	// Metrics registers the registry's Prometheus metrics (requests by
+	// route, bytes, uploads, dedup, mounts); nil registers none.
+	Metrics prometheus.Registerer
 }
 
 // Limits bound what one client (one address) may ask of the registry.
@@ -102,6 +107,8 @@ type Registry struct {
 	failures   *rateLimiter
 	bodyIdle   time.Duration
 	maxUploads int
+	metrics    *metrics
+	draining   atomic.Bool // see Drain
 }
 
 type routeKey struct{ endpoint, method string }
@@ -115,7 +122,7 @@ func New(o Options) *Registry {
 	reg := &Registry{store: o.Store, db: o.DB, log: log, redirect: o.RedirectExpiry, restoreWindow: o.RestoreWindow,
 		dispatcher: o.Dispatcher, gc: o.GC, linkDeadline: o.LinkDeadline,
 		auth: o.Auth, limiter: newRateLimiter(o.Limits.Rate, o.Limits.Burst), maxUploads: o.Limits.Uploads,
-		bodyIdle: o.Limits.BodyIdleTimeout}
+		bodyIdle: o.Limits.BodyIdleTimeout, metrics: newMetrics(o.Metrics)}
 	if reg.auth.Enabled() && o.Limits.FailedLogins > 0 {
 		reg.failures = newRateLimiter(failedLoginRate, o.Limits.FailedLogins)
 	}
@@ -223,10 +230,30 @@ func parseRoute(path string) (route, bool) {
 type handlerFunc func(w http.ResponseWriter, r *http.Request, rt route) error
 
 // ServeHTTP routes a request, runs its handler, writes any error in the
-// spec's envelope, and logs one line.
+// spec's envelope, logs one line and counts it in the metrics.
 func (reg *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &recorder{ResponseWriter: w}
+	route := reg.routeName(r)
+	body := &countingBody{ReadCloser: r.Body}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = body
+	}
+	defer func() {
+		reg.metrics.observe(route, r.Method, rec.statusCode(), body.n, rec.written, time.Since(start))
+	}()
+	if route == routeHealth {
+		// Probes: no credentials, no rate limit, no audit, and a log line
+		// only when debugging.
+		reg.health(rec, r)
+		reg.log.LogAttrs(r.Context(), slog.LevelDebug, "request", slog.String("method", r.Method),
+			slog.String("path", r.URL.Path), slog.Int("status", rec.statusCode()), slog.String("remote", r.RemoteAddr))
+		return
+	}
+	if isUpload(route, r.Method) {
+		reg.metrics.uploading.Inc()
+		defer reg.metrics.uploading.Dec()
+	}
 	rec.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	// A request with Transfer-Encoding may also have had a Content-Length,
 	// which net/http drops unseen; RFC 9112 (6.1) then asks for the

@@ -55,6 +55,7 @@ func (reg *Registry) startUpload(w http.ResponseWriter, r *http.Request, rt rout
 				return tx.EmitBlobEvent(ctx, blobEvent(metadata.ActionBlobPush, rt.name, d, size))
 			})
 			if err == nil {
+				reg.metrics.mounts.Inc()
 				blobCreated(w, rt.name, d)
 				return nil
 			}
@@ -100,6 +101,9 @@ func (reg *Registry) uploadWhole(w http.ResponseWriter, r *http.Request, name st
 		return tx.EmitBlobEvent(ctx, blobEvent(metadata.ActionBlobPush, name, d, size))
 	}); err != nil {
 		return err
+	}
+	if !put.Created {
+		reg.metrics.deduplicated.Inc()
 	}
 	blobCreated(w, name, d)
 	return nil
@@ -179,7 +183,7 @@ func (reg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, rt rou
 			return err
 		}
 		size := up.Size()
-		_, err = up.Commit(ctx, d)
+		created, err := up.Commit(ctx, d)
 		if errors.Is(err, storage.ErrDigestMismatch) {
 			// Commit discarded the bytes; the session is over too.
 			derr := reg.db.InTx(ctx, func(tx *metadata.Tx) error { return tx.DeleteUpload(ctx, u.ID) })
@@ -208,6 +212,9 @@ func (reg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, rt rou
 		}
 		if err != nil {
 			return err
+		}
+		if !created {
+			reg.metrics.deduplicated.Inc()
 		}
 		blobCreated(w, rt.name, d)
 		return nil

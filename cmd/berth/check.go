@@ -51,11 +51,11 @@ func check(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	store, err := openStore(ctx, c)
+	store, err := openStore(ctx, c, nil)
 	if err != nil {
 		return err
 	}
-	db, err := openDB(ctx, c)
+	db, err := openDB(ctx, c, nil)
 	if err != nil {
 		return err
 	}

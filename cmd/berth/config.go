@@ -131,7 +131,7 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.RefuseLower, "tags.refuse-lower", false, "refuse a new numbered tag older than the repository's newest")
 	fs.DurationVar(&c.RestoreWindow, "tags.restore-window", 14*24*time.Hour, "how long a deleted tag can be restored (garbage collection keeps what it points at)")
 	fs.DurationVar(&c.RetentionInterval, "tags.retention-interval", 10*time.Minute, "how often to apply the retention rules of the tag policies")
-	fs.StringVar(&c.DebugAddr, "debug.addr", "", "address of the debug listener, which serves Prometheus /metrics (empty: none)")
+	fs.StringVar(&c.DebugAddr, "debug.addr", "", "address of the debug listener, which serves Prometheus /metrics, /healthz and /readyz (empty: none)")
 	fs.StringVar(&c.PublicURL, "public-url", "", "the registry's URL as clients and webhook receivers reach it (default http://<host name>:<port of --addr>)")
 	fs.DurationVar(&c.WebhookTimeout, "webhooks.timeout", 10*time.Second, "how long a webhook delivery may take")
 	fs.DurationVar(&c.WebhookMaxAge, "webhooks.max-age", 24*time.Hour, "how long a failing webhook delivery is retried before it is dead-lettered")

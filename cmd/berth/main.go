@@ -136,11 +136,13 @@ func serve(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	store, err := openStore(ctx, c)
+	metrics := prometheus.NewRegistry()
+	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	store, err := openStore(ctx, c, metrics)
 	if err != nil {
 		return err
 	}
-	db, err := openDB(ctx, c)
+	db, err := openDB(ctx, c, metrics)
 	if err != nil {
 		return err
 	}
@@ -148,16 +150,7 @@ func serve(args []string) error {
 	if err := syncWebhooks(ctx, db, c.Webhooks); err != nil {
 		return err
 	}
-	metrics := prometheus.NewRegistry()
-	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics.MustRegister(registry.NewStatsCollector(db))
-	if c.DebugAddr != "" {
-		stopDebug, err := serveDebug(c.DebugAddr, metrics, log)
-		if err != nil {
-			return err
-		}
-		defer stopDebug()
-	}
 	u, _ := url.Parse(c.PublicURL) // checked by loadConfig
 	dispatcher := notify.New(notify.Options{Metrics: metrics,
 		DB: db, Registry: notify.Registry{Host: u.Host, URL: c.PublicURL, InstanceID: instanceID()}, Logger: log,
@@ -184,8 +177,15 @@ func serve(args []string) error {
 	reg := registry.New(registry.Options{
 		Store: store, DB: db, Logger: log, RedirectExpiry: c.Redirect,
 		Policy: c.policy(), PolicyRules: c.Policies, RestoreWindow: c.RestoreWindow, Dispatcher: dispatcher,
-		GC: collector, LinkDeadline: c.GCLinkDeadline, Auth: authn, Limits: c.limits(),
+		GC: collector, LinkDeadline: c.GCLinkDeadline, Auth: authn, Limits: c.limits(), Metrics: metrics,
 	})
+	if c.DebugAddr != "" {
+		stopDebug, err := serveDebug(c.DebugAddr, metrics, reg.Health(), log)
+		if err != nil {
+			return err
+		}
+		defer stopDebug()
+	}
 	srv, err := newServer(c, reg, log)
 	if err != nil {
 		return err
@@ -232,19 +232,26 @@ func serve(args []string) error {
 	case <-ctx.Done():
 	}
 	log.Info("shutting down", "timeout", c.ShutdownTimeout)
+	// /readyz answers 503 from now on (the debug listener's stays open
+	// until the requests in flight are done), so load balancers stop
+	// sending work while it finishes.
+	reg.Drain()
 	sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
 	defer cancel()
 	return srv.Shutdown(sctx)
 }
 
-// serveDebug serves the debug listener: Prometheus metrics at /metrics.
-func serveDebug(addr string, metrics *prometheus.Registry, log *slog.Logger) (stop func(), err error) {
+// serveDebug serves the debug listener: Prometheus metrics at /metrics,
+// and health's /healthz and /readyz.
+func serveDebug(addr string, metrics *prometheus.Registry, health http.Handler, log *slog.Logger) (stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("debug.addr: %w", err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
+	mux.Handle("GET /healthz", health)
+	mux.Handle("GET /readyz", health)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
 	log.Info("debug listener", "addr", ln.Addr().String())
@@ -271,8 +278,8 @@ func instanceID() string {
 }
 
 // openDB opens the configured metadata database, creating a SQLite file's
-// directory if need be.
-func openDB(ctx context.Context, c *config) (*metadata.DB, error) {
+// directory if need be; its metrics go to metrics (nil: none).
+func openDB(ctx context.Context, c *config, metrics prometheus.Registerer) (*metadata.DB, error) {
 	mo := metadata.Options{PostgresURL: c.Database}
 	if !c.isPostgres() {
 		mo = metadata.Options{SQLitePath: c.Database}
@@ -280,14 +287,17 @@ func openDB(ctx context.Context, c *config) (*metadata.DB, error) {
 			return nil, err
 		}
 	}
-	mo.Route = notify.Router()
+	mo.Route, mo.Metrics = notify.Router(), metrics
 	return metadata.Open(ctx, mo)
 }
 
-// openStore opens the configured storage driver.
-func openStore(ctx context.Context, c *config) (*storage.Store, error) {
+// openStore opens the configured storage driver; its metrics go to
+// metrics (nil: none).
+func openStore(ctx context.Context, c *config, metrics prometheus.Registerer) (*storage.Store, error) {
 	if c.StorageDriver == "s3" {
-		d, err := s3.New(ctx, c.S3)
+		o := c.S3
+		o.Metrics = metrics
+		d, err := s3.New(ctx, o)
 		if err != nil {
 			return nil, err
 		}

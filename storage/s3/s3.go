@@ -20,6 +20,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
 	"github.com/aws/smithy-go/middleware"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/berthhq/berth/storage"
 )
@@ -60,6 +61,9 @@ type Options struct {
 	// MaxAttempts is how many times a request is tried before its error is
 	// returned (transient errors and throttling only). Default 5.
 	MaxAttempts int
+	// Metrics registers the driver's Prometheus metrics (requests to S3
+	// by operation and status, their duration, retries); nil registers none.
+	Metrics prometheus.Registerer
 }
 
 const (
@@ -151,6 +155,7 @@ func newDriver(ctx context.Context, o Options, hc aws.HTTPClient) (*Driver, erro
 	if cfg.Region == "" {
 		cfg.Region = "us-east-1"
 	}
+	m := newMetrics(o.Metrics)
 	c := awss3.NewFromConfig(cfg, func(so *awss3.Options) {
 		if o.Endpoint != "" {
 			so.BaseEndpoint = aws.String(o.Endpoint)
@@ -165,7 +170,7 @@ func newDriver(ctx context.Context, o Options, hc aws.HTTPClient) (*Driver, erro
 		// every blob's digest.
 		so.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
 		so.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
-		so.APIOptions = append(so.APIOptions, markUnavailable)
+		so.APIOptions = append(so.APIOptions, markUnavailable, m.instrument)
 	})
 	d := &Driver{
 		c:        c,
