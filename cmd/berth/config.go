@@ -55,6 +55,7 @@ type config struct {
 	UploadMaxAge        time.Duration
 	UploadPurgeInterval time.Duration
 	ShutdownTimeout     time.Duration
+	DrainDelay          time.Duration
 	GCInterval          time.Duration
 	GCGrace             time.Duration
 	GCUntagged          untagged
@@ -146,6 +147,7 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.UploadMaxAge, "uploads.max-age", 24*time.Hour, "reclaim uploads untouched for this long")
 	fs.DurationVar(&c.UploadPurgeInterval, "uploads.purge-interval", 10*time.Minute, "how often to look for abandoned uploads")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long to let requests finish on shutdown")
+	fs.DurationVar(&c.DrainDelay, "drain-delay", 0, "on shutdown, how long to keep serving with /readyz answering 503 before closing the listener, so load balancers probing it stop sending first (Kubernetes: a few seconds)")
 	fs.DurationVar(&c.GCInterval, "gc.interval", time.Hour, "how often to collect garbage: unreferenced blobs, untagged manifests (see gc.untagged), orphan bytes, abandoned uploads (0: only on demand)")
 	fs.DurationVar(&c.GCGrace, "gc.grace", time.Hour, "garbage collection keeps whatever was linked or needed more recently than this")
 	fs.Var(&c.GCUntagged, "gc.untagged", "keep untagged manifests (keep), or delete those untagged for longer than this duration")

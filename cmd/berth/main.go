@@ -231,11 +231,12 @@ func serve(args []string) error {
 		return err
 	case <-ctx.Done():
 	}
-	log.Info("shutting down", "timeout", c.ShutdownTimeout)
-	// /readyz answers 503 from now on (the debug listener's stays open
-	// until the requests in flight are done), so load balancers stop
-	// sending work while it finishes.
+	log.Info("shutting down", "drain_delay", c.DrainDelay, "timeout", c.ShutdownTimeout)
+	// /readyz answers 503 from now on, on the main listener for the drain
+	// delay and on the debug one until the requests in flight are done, so
+	// load balancers stop sending work while it finishes.
 	reg.Drain()
+	time.Sleep(c.DrainDelay) // requests keep being served meanwhile
 	sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
 	defer cancel()
 	return srv.Shutdown(sctx)
