@@ -8,14 +8,12 @@
 # deploy/docker/Dockerfile.local makes the same runtime image from a binary
 # built on the host. Keep the two runtime stages alike: a test compares them.
 
-FROM --platform=$BUILDPLATFORM golang:1.26 AS build
-ARG TARGETOS TARGETARCH
+FROM golang:1.26 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
-    go build -trimpath -ldflags='-s -w' -o /out/berth ./cmd/berth
+RUN CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o /out/berth ./cmd/berth
 # The user the registry runs as, its group, and an empty /data for it to own:
 # a new named volume takes the owner of the directory it is mounted on.
 RUN mkdir -p /out/data && \
