@@ -29,10 +29,9 @@ COPY --from=build /out/berth /berth
 USER 65532:65532
 EXPOSE 5000
 VOLUME /data
-# No HEALTHCHECK: the image holds no program that could make an HTTP request
-# (no shell, no curl, and berth has no health command). Orchestrators probe
-# from outside: GET /healthz (alive) and GET /readyz (ready to serve; 503
-# while draining) on port 5000, as deploy/kubernetes does.
-HEALTHCHECK NONE
+# The image holds no shell and no curl: berth asks itself, GET /readyz (503
+# while draining or when metadata or storage do not answer). Kubernetes probes
+# /healthz and /readyz from outside instead (deploy/kubernetes).
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s CMD ["/berth", "health"]
 ENTRYPOINT ["/berth"]
 CMD ["serve", "--data", "/data", "--addr", ":5000"]

@@ -87,7 +87,10 @@ func TestContainer(t *testing.T) {
 		t.Fatalf("docker port %s 5000/tcp: %q", name, host)
 	}
 	s := &server{Host: host, URL: "http://" + host, kind: "berth"}
-	waitForContainer(t, docker, name, s.URL+"/v2/")
+	waitForContainer(t, docker, name, s.URL+"/readyz")
+	// The image's health check is berth asking itself; it must work inside
+	// the image, which has no other program.
+	docker.run(t, "exec", name, "/berth", "health")
 
 	out := docker.run(t, "top", name, "-o", "pid,uid,gid,comm")
 	if lines := strings.Split(strings.TrimSpace(string(out)), "\n"); len(lines) != 2 || !slices.Equal(strings.Fields(lines[1])[1:], []string{"65532", "65532", "berth"}) {

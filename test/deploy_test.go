@@ -44,6 +44,7 @@ type composeService struct {
 		Interval string   `yaml:"interval"`
 		Timeout  string   `yaml:"timeout"`
 		Retries  int      `yaml:"retries"`
+		Start    string   `yaml:"start_period"`
 	} `yaml:"healthcheck"`
 	DependsOn map[string]struct {
 		Condition string `yaml:"condition"`
@@ -100,7 +101,7 @@ func TestContainerCompose(t *testing.T) {
 		t.Errorf("berth: read_only %v, cap_drop %v: want a read-only root without capabilities", berth.ReadOnly, berth.CapDrop)
 	}
 	for name, svc := range c.Services {
-		if (name == "postgres" || name == "s3") && (svc.Healthcheck == nil || len(svc.Healthcheck.Test) < 2 || svc.Healthcheck.Test[0] != "CMD") {
+		if (name == "postgres" || name == "s3" || name == "berth") && (svc.Healthcheck == nil || len(svc.Healthcheck.Test) < 2 || svc.Healthcheck.Test[0] != "CMD") {
 			t.Errorf("%s: healthcheck %+v: want a command", name, svc.Healthcheck)
 		}
 		for _, v := range svc.Volumes {

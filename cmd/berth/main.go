@@ -44,6 +44,10 @@ Usage:
   berth check [flags]   compare metadata with storage: missing, mis-sized,
                         corrupt (--rehash) and orphan blobs; --repair deletes
                         the orphans (berth check --help)
+  berth health [--url URL]
+                        exit 0 if the registry at URL (default
+                        http://127.0.0.1:5000) answers GET /readyz with 200:
+                        a container's health check
   berth auth htpasswd USER
                         print an htpasswd line for USER, password on stdin
   berth auth example-policy
@@ -81,6 +85,8 @@ func main() {
 		err = check(os.Args[2:], os.Stdout, os.Stderr)
 	case "auth":
 		err = authCommand(os.Args[2:], os.Stdin, os.Stdout, os.Stderr)
+	case "health":
+		err = health(os.Args[2:], os.Stderr)
 	case "help", "-h", "--help":
 		fmt.Print(usage())
 		return
