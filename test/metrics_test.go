@@ -11,10 +11,13 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/berthhq/berth/notify"
 )
 
 // TestMetricsAndHealth: the debug listener's /metrics counts a push and a
-// pull by route; /healthz and /readyz answer on both listeners; on SIGTERM
+// pull by route, a webhook delivery and a garbage collection run, and the
+// storage figures; /healthz and /readyz answer on both listeners; on SIGTERM
 // /readyz answers 503 at once while an upload in flight finishes, and the
 // process exits cleanly.
 func TestMetricsAndHealth(t *testing.T) {
@@ -26,13 +29,17 @@ func TestMetricsAndHealth(t *testing.T) {
 		t.Fatal(err)
 	}
 	debug := fmt.Sprintf("http://127.0.0.1:%d", port)
-	s := startBerth(t, serverOptions{Flags: []string{"--debug.addr", strings.TrimPrefix(debug, "http://")}})
+	r := newReceiver(t, always(http.StatusNoContent))
+	s := startHookBerth(t, []string{"--debug.addr", strings.TrimPrefix(debug, "http://")}, hook("deploy", r, notify.FormatCloudEvents))
 
 	img := newTestImage(t)
 	repo := uniqueRepo(t, "metrics")
 	img.push(t, s, repo, "1")
 	getManifest(t, s, repo, "1")
 	getBlob(t, s, repo, img.LayerDigest)
+	r.waitFor(t, "the delivery of tag 1", func(reqs []received) bool { return len(successes(reqs)) >= 1 })
+	resp, body := httpDo(t, http.MethodPost, s.URL+"/admin/v1/gc", nil, nil)
+	expectStatus(t, resp, body, http.StatusOK)
 
 	for _, u := range []string{s.URL + "/healthz", s.URL + "/readyz", debug + "/healthz", debug + "/readyz"} {
 		resp, body := httpDo(t, http.MethodGet, u, nil, nil)
@@ -46,6 +53,10 @@ func TestMetricsAndHealth(t *testing.T) {
 		{`berth_http_requests_total{code="200",method="GET",route="blob"}`, 1},
 		{`berth_http_response_bytes_total{route="blob"}`, float64(len(img.Layer))},
 		{`berth_metadata_connections{state="open"}`, 1},
+		{`berth_webhook_attempts_total{outcome="delivered",webhook="deploy"}`, 1},
+		{`berth_gc_runs_total{result="ok"}`, 1},
+		{`berth_storage_blobs`, 2}, // the image's config and layer
+		{`berth_storage_physical_bytes`, float64(len(img.Config) + len(img.Layer))},
 	} {
 		if got := scrape(t, debug, c.series); got < c.min {
 			t.Errorf("%s = %v, want at least %v", c.series, got, c.min)
@@ -54,7 +65,7 @@ func TestMetricsAndHealth(t *testing.T) {
 
 	// An upload in flight when SIGTERM comes: its PATCH is served while
 	// /readyz drains.
-	resp, body := httpDo(t, http.MethodPost, s.URL+"/v2/"+repo+"/blobs/uploads/", nil, nil)
+	resp, body = httpDo(t, http.MethodPost, s.URL+"/v2/"+repo+"/blobs/uploads/", nil, nil)
 	expectStatus(t, resp, body, http.StatusAccepted)
 	pr, pw := io.Pipe()
 	req, err := http.NewRequest(http.MethodPatch, location(t, s, resp), pr)
