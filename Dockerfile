@@ -27,6 +27,9 @@ COPY --from=build /out/group /etc/group
 COPY --from=build --chown=65532:65532 /out/data /data
 COPY --from=build /out/berth /berth
 USER 65532:65532
+# SQLite spills large sorts to a temporary file; the image has no /tmp and
+# usually runs with a read-only root, so they go beside the database.
+ENV SQLITE_TMPDIR=/data
 EXPOSE 5000
 VOLUME /data
 # The image holds no shell and no curl: berth asks itself, GET /readyz (503

@@ -26,6 +26,16 @@ const (
 // is as good as down to a client.
 const readyTimeout = 2 * time.Second
 
+// readyFor is how long a /readyz answer is reused.
+const readyFor = time.Second
+
+// readyCache is the last /readyz answer and when it was found.
+type readyCache struct {
+	mu   sync.Mutex
+	last readyStatus
+	at   time.Time
+}
+
 // readyProbe is the blob whose Stat checks storage: the empty blob, which
 // is there or not; either answer shows storage answering.
 const readyProbe = oci.Digest("sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
@@ -74,12 +84,20 @@ func (reg *Registry) health(w http.ResponseWriter, r *http.Request) {
 }
 
 // readiness checks, at once, that the metadata database answers a query and
-// storage a Stat, unless the registry is draining.
+// storage a Stat, unless the registry is draining. An answer is reused for
+// readyFor: /readyz needs no credentials, and a flood of it must not become
+// a flood of queries and storage requests (billed ones, on S3).
 func (reg *Registry) readiness(ctx context.Context) readyStatus {
 	if reg.draining.Load() {
 		return readyStatus{Draining: true}
 	}
-	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	reg.ready.mu.Lock()
+	defer reg.ready.mu.Unlock()
+	if time.Since(reg.ready.at) < readyFor {
+		return reg.ready.last
+	}
+	// Detached from the request: the answer serves other callers too.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readyTimeout)
 	defer cancel()
 	checks := []struct {
 		name  string
@@ -94,19 +112,28 @@ func (reg *Registry) readiness(ctx context.Context) readyStatus {
 			return err
 		}},
 	}
-	errs := make([]error, len(checks))
-	var wg sync.WaitGroup
+	// Each check answers on its channel; one that ignores its context (a
+	// hung disk under os.Stat) fails at the timeout instead of holding the
+	// probe.
+	answers := make([]chan error, len(checks))
 	for i, c := range checks {
-		wg.Go(func() { errs[i] = c.check(ctx) })
+		answers[i] = make(chan error, 1)
+		go func() { answers[i] <- c.check(ctx) }()
 	}
-	wg.Wait()
 	rd := readyStatus{Ready: true}
-	for i, err := range errs {
+	for i, answer := range answers {
+		var err error
+		select {
+		case err = <-answer:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
 		if err != nil {
 			rd.Ready = false
 			rd.Failed = append(rd.Failed, checks[i].name)
 			reg.log.WarnContext(ctx, "not ready", "check", checks[i].name, "error", err)
 		}
 	}
+	reg.ready.last, reg.ready.at = rd, time.Now()
 	return rd
 }

@@ -109,6 +109,7 @@ type Registry struct {
 	maxUploads int
 	metrics    *metrics
 	draining   atomic.Bool // see Drain
+	ready      readyCache  // the last /readyz answer, reused for readyFor
 }
 
 type routeKey struct{ endpoint, method string }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,6 +18,7 @@ func health(args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	base := fs.String("url", "http://127.0.0.1:5000", "the registry's URL")
 	timeout := fs.Duration("timeout", 3*time.Second, "how long to wait for the answer")
+	insecure := fs.Bool("insecure", false, "do not verify the server's certificate: for https://127.0.0.1 when Berth serves TLS under a name of its own")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -27,6 +29,9 @@ func health(args []string, stderr io.Writer) error {
 		return usagef("berth health takes no arguments")
 	}
 	c := &http.Client{Timeout: *timeout}
+	if *insecure {
+		c.Transport = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
+	}
 	resp, err := c.Get(strings.TrimSuffix(*base, "/") + "/readyz")
 	if err != nil {
 		return err

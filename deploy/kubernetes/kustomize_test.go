@@ -166,6 +166,14 @@ func checkCommon(t *testing.T, objs rendered, d *appsv1.Deployment) {
 		t.Fatalf("%d containers, want berth alone", len(pod.Spec.Containers))
 	}
 	c := pod.Spec.Containers[0]
+	// Endpoints take a while to drop a terminating pod; Berth keeps serving
+	// meanwhile, and the grace period covers that and the requests' end.
+	if delay := configOf(t, objs, d)["drain-delay"]; delay != "10s" {
+		t.Errorf("berth.yaml: drain-delay %v, want 10s", delay)
+	}
+	if g := pod.Spec.TerminationGracePeriodSeconds; g == nil || *g < 10+30 {
+		t.Errorf("terminationGracePeriodSeconds %v: want at least drain-delay and shutdown-timeout, 40", g)
+	}
 	if !strings.HasPrefix(c.Image, "ghcr.io/berthhq/berth:") {
 		t.Errorf("image %q: the base's images entry did not apply", c.Image)
 	}
