@@ -242,7 +242,7 @@ func serve(args []string) error {
 	// delay and on the debug one until the requests in flight are done, so
 	// load balancers stop sending work while it finishes.
 	reg.Drain()
-	stop() // a second signal ends the process at once, default handling
+	stop()                   // a second signal ends the process at once, default handling
 	time.Sleep(c.DrainDelay) // requests keep being served meanwhile
 	sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
 	defer cancel()
