@@ -4,12 +4,12 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"slices"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/berthhq/berth/internal/metricstest"
 	"github.com/berthhq/berth/oci"
 )
 
@@ -128,37 +128,5 @@ func pushChunked(s *testServer, repo string, data []byte) oci.Digest {
 	return d
 }
 
-// sample returns the value of the series of family name whose labels
-// include want (name, value, …) as it is gathered from g: a histogram's
-// observation count, or a counter's or gauge's value.
-func sample(t *testing.T, g prometheus.Gatherer, name string, want ...string) float64 {
-	t.Helper()
-	families, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			if hasLabels(m.GetLabel(), want) {
-				return float64(m.GetHistogram().GetSampleCount()) + m.GetCounter().GetValue() + m.GetGauge().GetValue()
-			}
-		}
-	}
-	return 0
-}
-
-// hasLabels reports whether pairs include every name and value of want.
-func hasLabels[P interface {
-	GetName() string
-	GetValue() string
-}](pairs []P, want []string) bool {
-	for i := 0; i+1 < len(want); i += 2 {
-		if !slices.ContainsFunc(pairs, func(p P) bool { return p.GetName() == want[i] && p.GetValue() == want[i+1] }) {
-			return false
-		}
-	}
-	return true
-}
+// sample is the value of one series of a family, as g gathers it.
+var sample = metricstest.Sample

@@ -3,12 +3,12 @@ package s3
 import (
 	"errors"
 	"net/http"
-	"slices"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/berthhq/berth/internal/metricstest"
 	"github.com/berthhq/berth/internal/testserver"
 	"github.com/berthhq/berth/storage"
 )
@@ -70,37 +70,5 @@ func TestMetrics(t *testing.T) {
 	}
 }
 
-// sample returns the value of the series of family name whose labels
-// include want (name, value, …) as it is gathered from g: a histogram's
-// observation count, or a counter's value.
-func sample(t *testing.T, g prometheus.Gatherer, name string, want ...string) float64 {
-	t.Helper()
-	families, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			if hasLabels(m.GetLabel(), want) {
-				return float64(m.GetHistogram().GetSampleCount()) + m.GetCounter().GetValue()
-			}
-		}
-	}
-	return 0
-}
-
-// hasLabels reports whether pairs include every name and value of want.
-func hasLabels[P interface {
-	GetName() string
-	GetValue() string
-}](pairs []P, want []string) bool {
-	for i := 0; i+1 < len(want); i += 2 {
-		if !slices.ContainsFunc(pairs, func(p P) bool { return p.GetName() == want[i] && p.GetValue() == want[i+1] }) {
-			return false
-		}
-	}
-	return true
-}
+// sample is the value of one series of a family, as g gathers it.
+var sample = metricstest.Sample
