@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 )
@@ -202,17 +203,28 @@ rules:
 		{"event": "login", "actor": "robot", "address": "127.0.0.1"},
 		{"event": "denied", "actor": "robot", "address": "127.0.0.1"},
 	}
-	lines := auditLines(a.server)
-	for _, w := range want {
-		if !slices.ContainsFunc(lines, func(l map[string]string) bool {
+	has := func(lines []map[string]string, w map[string]string) bool {
+		return slices.ContainsFunc(lines, func(l map[string]string) bool {
 			for k, v := range w {
 				if l[k] != v {
 					return false
 				}
 			}
 			return true
-		}) {
-			t.Errorf("no audit line with %v; audit lines: %v", w, lines)
+		})
+	}
+	// The server's log reaches the test through a pipe, a moment after the
+	// answer may have: wait for the lines, then say which are missing.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		lines := auditLines(a.server)
+		missing := slices.DeleteFunc(slices.Clone(want), func(w map[string]string) bool { return has(lines, w) })
+		if len(missing) == 0 {
+			return
 		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no audit lines with %v; audit lines: %v", missing, lines)
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval, not a wait for a condition
 	}
 }
