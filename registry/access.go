@@ -33,13 +33,13 @@ func actor(r *http.Request) string {
 }
 
 // authenticate reads the request's credentials into its context.
-func (reg *Registry) authenticate(r *http.Request) (*http.Request, error) {
+func (reg *Registry) authenticate(r *http.Request, rt route, v2 bool) (*http.Request, error) {
 	id, err := reg.auth.Authenticate(r)
 	if err != nil {
 		user, _, _ := r.BasicAuth()
 		auth.Audit(reg.log, r, id, "denied", "reason", "invalid credentials", "user", user, "path", r.URL.Path)
 		e := newError(http.StatusUnauthorized, codeUnauthorized, "invalid credentials")
-		e.header = http.Header{"Www-Authenticate": {reg.auth.Challenge(scopeOf(r))}}
+		e.header = http.Header{"Www-Authenticate": {reg.auth.Challenge(scopeOf(rt, v2, r.Method))}}
 		return r, e
 	}
 	return r.WithContext(context.WithValue(r.Context(), identityKey{}, id)), nil
@@ -56,16 +56,16 @@ func v2Action(endpoint, method string) auth.Action {
 	return auth.Pull
 }
 
-// scopeOf is the access a /v2/ request needs, as a challenge names it.
-func scopeOf(r *http.Request) []auth.Access {
-	rt, ok := parseRoute(r.URL.Path)
+// scopeOf is the access a /v2/ request needs, as a challenge names it
+// (v2 false: not a /v2/ request, none).
+func scopeOf(rt route, v2 bool, method string) []auth.Access {
 	switch {
-	case !ok || rt.endpoint == epBase:
+	case !v2 || rt.endpoint == epBase:
 		return nil
 	case rt.endpoint == epCatalog:
 		return []auth.Access{{Type: "registry", Name: "catalog", Actions: []string{"*"}}}
 	}
-	act := v2Action(rt.endpoint, r.Method)
+	act := v2Action(rt.endpoint, method)
 	// A push is pull and push to the clients that ask for a token.
 	actions := []string{string(act)}
 	if act == auth.Push {
@@ -90,14 +90,14 @@ func (reg *Registry) authorizeV2(r *http.Request, rt route) error {
 		return nil
 	case epCatalog:
 		if id.Anonymous() || !reg.auth.ListsCatalog(id) {
-			return reg.refuse(r, id, scopeOf(r))
+			return reg.refuse(r, id, scopeOf(rt, true, r.Method))
 		}
 		return nil
 	}
 	if reg.auth.Allowed(id, rt.name, v2Action(rt.endpoint, r.Method)) {
 		return nil
 	}
-	return reg.refuse(r, id, scopeOf(r))
+	return reg.refuse(r, id, scopeOf(rt, true, r.Method))
 }
 
 // authorizeAdmin checks that the caller may use an admin endpoint: reads of
@@ -160,12 +160,12 @@ func (reg *Registry) refuse(r *http.Request, id auth.Identity, need []auth.Acces
 // audit writes the audit line of a change that succeeded: a manifest push,
 // a delete, a tag move, a policy or webhook change, a collection run.
 // Logins and denials have theirs where they happen.
-func (reg *Registry) audit(r *http.Request, status int) {
+func (reg *Registry) audit(r *http.Request, status int, rt route, v2 bool) {
 	if status >= 400 || r.Method == http.MethodGet || r.Method == http.MethodHead {
 		return
 	}
 	var event string
-	if rt, ok := parseRoute(r.URL.Path); ok {
+	if v2 {
 		switch {
 		case rt.endpoint == epManifest && r.Method == http.MethodPut:
 			event = "push"
@@ -174,8 +174,8 @@ func (reg *Registry) audit(r *http.Request, status int) {
 		case rt.endpoint == epUploads && status == http.StatusCreated && r.URL.Query().Has("mount"):
 			event = "mount"
 		}
-	} else if rt, ok := parseAdminRoute(r.URL.Path); ok {
-		switch rt.endpoint {
+	} else if ar, ok := parseAdminRoute(r.URL.Path); ok {
+		switch ar.endpoint {
 		case adTag, adRestore, adRollback:
 			event = "tag-move"
 			if r.Method == http.MethodDelete {

@@ -79,7 +79,7 @@ func (m *metrics) observe(route, method string, status int, in, out int64, took 
 }
 
 // routeName names the endpoint r asks for, for the metrics.
-func (reg *Registry) routeName(r *http.Request) string {
+func (reg *Registry) routeName(r *http.Request, rt route, v2 bool) string {
 	switch p := r.URL.Path; {
 	case p == healthzPath || p == readyzPath:
 		return routeHealth
@@ -88,7 +88,7 @@ func (reg *Registry) routeName(r *http.Request) string {
 	case strings.HasPrefix(p, "/admin/"):
 		return routeAdmin
 	}
-	if rt, ok := parseRoute(r.URL.Path); ok {
+	if v2 {
 		return rt.endpoint
 	}
 	return routeOther

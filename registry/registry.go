@@ -235,7 +235,10 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request, rt route) error
 func (reg *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &recorder{ResponseWriter: w}
-	route := reg.routeName(r)
+	// Parsed once: the metrics' route label, the challenge's scope, the
+	// handler and the audit line all read it.
+	rt, v2 := parseRoute(r.URL.Path)
+	route := reg.routeName(r, rt, v2)
 	body := &countingBody{ReadCloser: r.Body}
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = body
@@ -267,9 +270,9 @@ func (reg *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = &idleBody{ReadCloser: r.Body, rc: http.NewResponseController(w), idle: reg.bodyIdle}
 	}
 
-	r, err := reg.admit(r)
+	r, err := reg.admit(r, rt, v2)
 	if err == nil {
-		err = reg.dispatch(rec, r)
+		err = reg.dispatch(rec, r, rt, v2)
 	}
 	var ae *apiError
 	if err != nil {
@@ -298,7 +301,7 @@ func (reg *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	reg.log.LogAttrs(r.Context(), level, "request", attrs...)
 	if ae == nil {
-		reg.audit(r, rec.statusCode())
+		reg.audit(r, rec.statusCode(), rt, v2)
 	}
 	// Credentials given and refused, here or at the token issuer.
 	if rec.statusCode() == http.StatusUnauthorized && (r.Header.Get("Authorization") != "" || reg.isTokenRequest(r)) {
@@ -312,7 +315,7 @@ const failedLoginRate = 1
 
 // admit applies the rate limit and reads the caller's credentials into the
 // request's context; the token issuer reads its own.
-func (reg *Registry) admit(r *http.Request) (*http.Request, error) {
+func (reg *Registry) admit(r *http.Request, rt route, v2 bool) (*http.Request, error) {
 	if reg.limiter != nil {
 		if ok, wait := reg.limiter.allow(auth.ClientAddress(r)); !ok {
 			return r, tooManyRequests("too many requests from this client: slow down", wait)
@@ -324,14 +327,14 @@ func (reg *Registry) admit(r *http.Request) (*http.Request, error) {
 	if reg.isTokenRequest(r) {
 		return r, nil
 	}
-	return reg.authenticate(r)
+	return reg.authenticate(r, rt, v2)
 }
 
 func (reg *Registry) isTokenRequest(r *http.Request) bool {
 	return reg.tokens != nil && r.URL.Path == auth.TokenPath
 }
 
-func (reg *Registry) dispatch(w http.ResponseWriter, r *http.Request) error {
+func (reg *Registry) dispatch(w http.ResponseWriter, r *http.Request, rt route, v2 bool) error {
 	if reg.isTokenRequest(r) {
 		reg.tokens.ServeHTTP(w, r)
 		return nil
@@ -339,8 +342,7 @@ func (reg *Registry) dispatch(w http.ResponseWriter, r *http.Request) error {
 	if strings.HasPrefix(r.URL.Path, "/admin/") {
 		return reg.admin(w, r)
 	}
-	rt, ok := parseRoute(r.URL.Path)
-	if !ok {
+	if !v2 {
 		return newError(http.StatusNotFound, codeUnsupported, "no such endpoint")
 	}
 	if rt.endpoint != epBase && rt.endpoint != epCatalog {
