@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"path/filepath"
@@ -11,7 +12,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"golang.org/x/crypto/bcrypt"
 )
@@ -214,17 +214,9 @@ rules:
 		})
 	}
 	// The server's log reaches the test through a pipe, a moment after the
-	// answer may have: wait for the lines, then say which are missing.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	// answer may have.
+	poll(t, fmt.Sprintf("audit lines with %v", want), func() bool {
 		lines := auditLines(a.server)
-		missing := slices.DeleteFunc(slices.Clone(want), func(w map[string]string) bool { return has(lines, w) })
-		if len(missing) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no audit lines with %v; audit lines: %v", missing, lines)
-		}
-		time.Sleep(20 * time.Millisecond) // poll interval, not a wait for a condition
-	}
+		return !slices.ContainsFunc(want, func(w map[string]string) bool { return !has(lines, w) })
+	})
 }

@@ -425,3 +425,15 @@ func (b *logBuffer) tail(n int) string {
 	}
 	return strings.Join(lines, "")
 }
+
+// poll checks cond until it holds, failing the test after a while.
+func poll(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(readyTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s after %s", what, readyTimeout)
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval, not a wait for a condition
+	}
+}

@@ -128,15 +128,3 @@ func scrape(t *testing.T, base, series string) float64 {
 	}
 	return -1
 }
-
-// poll checks cond until it holds, failing the test after a while.
-func poll(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(readyTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s after %s", what, readyTimeout)
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval, not a wait for a condition
-	}
-}

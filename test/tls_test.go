@@ -136,20 +136,12 @@ func TestTLS(t *testing.T) {
 	cert, key = ca.issue(t, 20, "127.0.0.1", false)
 	write("server.key", key)
 	write("server.crt", cert)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	poll(t, "the renewed certificate served", func() bool {
 		conn, err := tls.Dial("tcp", s.Host, &tls.Config{RootCAs: roots})
 		if err != nil {
 			t.Fatal(err)
 		}
-		serial := conn.ConnectionState().PeerCertificates[0].SerialNumber.Int64()
-		conn.Close()
-		if serial == 20 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("still serving certificate %d 30 s after it was replaced", serial)
-		}
-		time.Sleep(200 * time.Millisecond) // poll interval, not a wait for a condition
-	}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].SerialNumber.Int64() == 20
+	})
 }
