@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -223,11 +222,4 @@ func refusedAll(id auth.Identity, need []auth.Access) bool {
 		}
 	}
 	return len(need) > 0
-}
-
-// tooManyRequests answers a client over a limit.
-func tooManyRequests(message string, wait time.Duration) *apiError {
-	e := newError(http.StatusTooManyRequests, codeTooManyRequests, message)
-	e.header = http.Header{"Retry-After": {strconv.Itoa(max(1, int((wait+time.Second-1)/time.Second)))}}
-	return e
 }

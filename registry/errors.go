@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/berthhq/berth/metadata"
@@ -73,6 +74,14 @@ var errCollected = func() *apiError {
 	return e
 }()
 
+// tooManyRequests answers a client over a limit, or asks one to come back
+// when storage is less busy.
+func tooManyRequests(message string, wait time.Duration) *apiError {
+	e := newError(http.StatusTooManyRequests, codeTooManyRequests, message)
+	e.header = http.Header{"Retry-After": {strconv.Itoa(max(1, int((wait+time.Second-1)/time.Second)))}}
+	return e
+}
+
 // toAPIError maps any error to the spec's terms. Sentinels that mean the same
 // thing on every endpoint are mapped here, once; anything unknown is a 500
 // whose details stay in the log.
@@ -123,9 +132,7 @@ func toAPIError(err error) *apiError {
 	case errors.Is(err, metadata.ErrBlobDeleting):
 		return errCollected
 	case errors.Is(err, storage.ErrUnavailable):
-		e := newError(http.StatusTooManyRequests, codeTooManyRequests, "storage is busy; retry shortly")
-		e.header = http.Header{"Retry-After": {"1"}}
-		return e
+		return tooManyRequests("storage is busy; retry shortly", time.Second)
 	case errors.Is(err, context.Canceled):
 		// The client went away; nobody reads the answer.
 		return newError(499, codeBlobUploadInvalid, "request canceled")
