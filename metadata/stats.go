@@ -64,29 +64,17 @@ func (db *DB) StorageStats(ctx context.Context) (StorageStats, error) {
 }
 
 // RepositoryStatsOf returns the figures of the named repository, or
-// ErrNotFound.
+// ErrNotFound. The repository is found first, by the names' index, and only
+// its links are read.
 func (db *DB) RepositoryStatsOf(ctx context.Context, name string) (RepositoryStats, error) {
 	var s RepositoryStats
-	err := scanRepositoryStats(db.queryRow(ctx, repositoryStatsFrom+`WHERE name = $1`+repositoryStatsGroup, name), &s)
-	return s, noRows(err)
-}
-
-func scanRepositoryStats(r row, s *RepositoryStats) error {
-	return r.Scan(&s.Name, &s.Blobs, &s.LogicalBytes, &s.SharedBytes, &s.Manifests)
-}
-
-// The figures of the repositories that the WHERE between
-// repositoryStatsFrom and repositoryStatsGroup picks: they are chosen
-// first, by the names' index, and only their links are read.
-const (
-	repositoryStatsFrom = `SELECT p.name, count(b.digest), COALESCE(sum(b.size), 0),
+	err := db.queryRow(ctx, `SELECT p.name, count(b.digest), COALESCE(sum(b.size), 0),
 		COALESCE(sum(CASE WHEN EXISTS (SELECT 1 FROM repository_blobs o
 			WHERE o.digest = b.digest AND o.repository_id <> p.id) THEN b.size ELSE 0 END), 0),
 		(SELECT count(*) FROM repository_manifests rm WHERE rm.repository_id = p.id)
-	FROM (SELECT id, name FROM repositories `
-	repositoryStatsGroup = `) p
+	FROM (SELECT id, name FROM repositories WHERE name = $1) p
 	LEFT JOIN repository_blobs rb ON rb.repository_id = p.id
 	LEFT JOIN blobs b ON b.digest = rb.digest AND b.state <> 'deleting'
-	GROUP BY p.id, p.name
-	ORDER BY p.name`
-)
+	GROUP BY p.id, p.name`, name).Scan(&s.Name, &s.Blobs, &s.LogicalBytes, &s.SharedBytes, &s.Manifests)
+	return s, noRows(err)
+}
