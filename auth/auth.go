@@ -37,8 +37,9 @@ func ParseAction(s string) (Action, error) {
 type Identity struct {
 	// Name is the user name; "" for an anonymous caller.
 	Name string
-	// Method is how the caller proved it: "basic", "token" or "tls".
-	Method string
+	// Method is how the caller proved it: MethodBasic, MethodToken or
+	// MethodClientCert; "" for an anonymous caller.
+	Method Method
 	// Access, for a bearer token, is all the token grants; the policy is not
 	// asked. Nil for other methods.
 	Access []Access
@@ -72,6 +73,10 @@ const (
 	// MethodToken asks for a bearer token from the realm, the built-in
 	// issuer or an external one.
 	MethodToken Method = "token"
+	// MethodClientCert is an identity's method when a verified TLS client
+	// certificate named it (Options.ClientCerts), beside either of the
+	// above.
+	MethodClientCert Method = "tls"
 )
 
 // Options configure an Authenticator.
@@ -149,13 +154,13 @@ func (a *Authenticator) Authenticate(r *http.Request) (Identity, error) {
 		if !ok || a.htpasswd == nil || !a.htpasswd.Verify(user, pass) {
 			return Identity{}, ErrUnauthenticated
 		}
-		return Identity{Name: user, Method: "basic"}, nil
+		return Identity{Name: user, Method: MethodBasic}, nil
 	default:
 		return Identity{}, ErrUnauthenticated
 	}
 	if a.clientCerts && r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.VerifiedChains[0]) > 0 {
 		if cn := r.TLS.VerifiedChains[0][0].Subject.CommonName; cn != "" {
-			return Identity{Name: cn, Method: "tls"}, nil
+			return Identity{Name: cn, Method: MethodClientCert}, nil
 		}
 	}
 	return Identity{}, nil
@@ -220,7 +225,7 @@ func (a *Authenticator) ListsCatalog(id Identity) bool {
 // ask a token for. For a token of Berth's own issuer the policy decides for
 // its user; another issuer's token decides by its grants.
 func (a *Authenticator) UserMay(id Identity, name string, act Action) bool {
-	if a.Enabled() && id.Method == "token" && a.tokens.issuing() {
+	if a.Enabled() && id.Method == MethodToken && a.tokens.issuing() {
 		if id.Name == "" {
 			id = Identity{} // an anonymous token holder is anonymous
 		}

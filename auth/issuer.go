@@ -115,7 +115,7 @@ func (a *Authenticator) token(w http.ResponseWriter, r *http.Request) (*tokenRes
 	hash, _ := a.htpasswd.hashOf(req.user)
 	user, err := a.login(req)
 	if err != nil {
-		Audit(a.log, r, Identity{Name: user, Method: "basic"}, "login", "result", "denied", "grant", req.grant, "scope", FormatScope(req.scope), "client", req.client)
+		Audit(a.log, r, Identity{Name: user, Method: MethodBasic}, "login", "result", "denied", "grant", req.grant, "scope", FormatScope(req.scope), "client", req.client)
 		return nil, err
 	}
 	grants := a.grant(user, req.scope)
@@ -139,7 +139,7 @@ func (a *Authenticator) token(w http.ResponseWriter, r *http.Request) (*tokenRes
 		}
 	}
 	if user != "" {
-		Audit(a.log, r, Identity{Name: user, Method: "basic"}, "login", "result", "ok", "grant", req.grant, "scope", resp.Scope, "client", req.client)
+		Audit(a.log, r, Identity{Name: user, Method: MethodBasic}, "login", "result", "ok", "grant", req.grant, "scope", resp.Scope, "client", req.client)
 	}
 	return resp, nil
 }
@@ -235,7 +235,7 @@ func (a *Authenticator) login(req *tokenRequest) (string, error) {
 func (a *Authenticator) grant(user string, want []Access) []Access {
 	id := Identity{}
 	if user != "" {
-		id = Identity{Name: user, Method: "basic"}
+		id = Identity{Name: user, Method: MethodBasic}
 	}
 	granted := []Access{}
 	for _, e := range want {

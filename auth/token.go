@@ -129,7 +129,7 @@ func (t *Tokens) verify(raw string) (Identity, error) {
 	if access == nil {
 		access = []Access{}
 	}
-	return Identity{Name: c.Subject, Method: "token", Access: access}, nil
+	return Identity{Name: c.Subject, Method: MethodToken, Access: access}, nil
 }
 
 // verifyRefresh checks a refresh token and returns its user and the

@@ -138,7 +138,7 @@ func (reg *Registry) refuse(r *http.Request, id auth.Identity, need []auth.Acces
 	}
 	// An anonymous token holder is challenged, to log in; a user's token
 	// refused on everything it needs is denied.
-	if id.Anonymous() || id.Method == "token" && (id.Name == "" || !refusedAll(id, need)) {
+	if id.Anonymous() || id.Method == auth.MethodToken && (id.Name == "" || !refusedAll(id, need)) {
 		e := newError(http.StatusUnauthorized, codeUnauthorized, "authentication required")
 		challenge := reg.auth.Challenge(need)
 		if !id.Anonymous() {
